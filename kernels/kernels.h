@@ -1,0 +1,174 @@
+/* Internal kernel interface: the per-ISA function table and the numeric scheme every ISA follows. */
+#ifndef SINKKIT_KERNELS_H
+#define SINKKIT_KERNELS_H
+
+#include "sinkkit.h"
+
+/*
+ * Kernels receive arguments that the public entry points have already
+ * validated: non-NULL data, non-zero sizes, strides that do not make two
+ * vectors overlap, byte spans that fit in size_t, eps finite and >= 0,
+ * x == y or no overlap at all. Kernels never allocate, print, or touch
+ * MXCSR/FPCR, and their results never depend on pointer alignment: every
+ * loop walks elements by index from the start of the vector, with
+ * unaligned loads and masked or scalar tails.
+ *
+ * Numeric scheme shared by every ISA (docs/accuracy.md has the proofs):
+ *
+ * 1. A float partial sum is formed with at most SINKKIT_FLOAT_PARTIAL_ROUNDINGS
+ *    roundings (the square, each add or FMA in a lane's chain, and any float
+ *    tree reduction across lanes all count) before it is added to a double
+ *    accumulator. For non-negative terms that bounds the relative error of the
+ *    whole sum by about 8 * 2^-24 = 4.8e-7.
+ *
+ * 2. RMSNorm: sum_squares is accumulated per rule 1 as a double S. Then
+ *    sinkkit_rms_inverse() gives r, and if sinkkit_rms_needs_rescue() says so
+ *    the vector is handed to sinkkit_rmsnorm_vector_rescue(), which recomputes
+ *    it in double and is shared by every ISA (so overflow, underflow, zero,
+ *    Inf and NaN vectors give bitwise the same result on every ISA).
+ *    Otherwise y = (x * rf) * g in float, rf = (float)r, in exactly that order
+ *    (no FMA contraction), g = 1 when there is no gamma (then y = x * rf).
+ *
+ * 3. Moments: pass 1 sums the row in double (floats converted exactly), giving
+ *    m = (float)(sum / n). Pass 2 forms d = x - m in float and sums d and d*d
+ *    per rule 1 into doubles. sinkkit_moments_finish() applies the correction
+ *    term and handles the rescue cases through sinkkit_moments_row_rescue(),
+ *    which is shared by every ISA.
+ *
+ * 4. Channel statistics: squares and sums in double (a float squared is exact
+ *    in double), so sum_squares has relative error about tokens * 2^-53.
+ */
+#define SINKKIT_FLOAT_PARTIAL_ROUNDINGS 8
+
+/* ---- kernel signatures ---- */
+
+/* Head-wise RMSNorm over a validated layout; gamma is NULL when gamma_kind is NONE; inv_rms may be NULL. */
+typedef void (*sinkkit_rmsnorm_f32_fn)(const sinkkit_head_layout *layout, const float *x, float *y,
+                                       const float *gamma, sinkkit_gamma_kind gamma_kind, float eps, float *inv_rms);
+
+/* Moments of rows rows of cols elements at x + i * row_stride; mean or variance may be NULL (not both).
+   flags is 0 or SINKKIT_MOMENTS_UNBIASED (then cols >= 2). */
+typedef void (*sinkkit_row_moments_f32_fn)(const float *x, size_t rows, size_t cols, size_t row_stride,
+                                           float *mean, float *variance, unsigned flags);
+
+/* Folds tokens rows of a (row i is global token first_token + i) into the per-channel arrays.
+   Updates max_abs, argmax_token and sum_squares by the rules in sinkkit.h; ties of max_abs keep the
+   lower token, and the first NaN token wins once a channel has seen NaN. */
+typedef void (*sinkkit_channel_stats_f32_fn)(float *max_abs, uint64_t *argmax_token, double *sum_squares,
+                                             size_t channels, const float *a, size_t tokens, size_t row_stride,
+                                             uint64_t first_token);
+
+typedef struct sinkkit_kernel_table {
+    sinkkit_isa isa;
+    sinkkit_rmsnorm_f32_fn headwise_rmsnorm_f32;
+    sinkkit_row_moments_f32_fn row_moments_f32;
+    sinkkit_channel_stats_f32_fn channel_stats_update_f32;
+} sinkkit_kernel_table;
+
+/* Returns the table compiled for isa, or NULL when it is not compiled in. It does not check the CPU:
+   call sinkkit_isa_supported() first. */
+const sinkkit_kernel_table *sinkkit_kernel_table_for(sinkkit_isa isa);
+
+/* ---- per-ISA kernels: the same names with an ISA suffix ---- */
+
+void sinkkit_headwise_rmsnorm_f32_reference(const sinkkit_head_layout *layout, const float *x, float *y,
+                                            const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
+                                            float *inv_rms);
+void sinkkit_row_moments_f32_reference(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
+                                       float *variance, unsigned flags);
+void sinkkit_channel_stats_update_f32_reference(float *max_abs, uint64_t *argmax_token, double *sum_squares,
+                                                size_t channels, const float *a, size_t tokens, size_t row_stride,
+                                                uint64_t first_token);
+
+void sinkkit_headwise_rmsnorm_f32_scalar(const sinkkit_head_layout *layout, const float *x, float *y,
+                                         const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
+                                         float *inv_rms);
+void sinkkit_row_moments_f32_scalar(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
+                                    float *variance, unsigned flags);
+void sinkkit_channel_stats_update_f32_scalar(float *max_abs, uint64_t *argmax_token, double *sum_squares,
+                                             size_t channels, const float *a, size_t tokens, size_t row_stride,
+                                             uint64_t first_token);
+
+#if defined(SINKKIT_HAVE_AVX2)
+void sinkkit_headwise_rmsnorm_f32_avx2(const sinkkit_head_layout *layout, const float *x, float *y,
+                                       const float *gamma, sinkkit_gamma_kind gamma_kind, float eps, float *inv_rms);
+void sinkkit_row_moments_f32_avx2(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
+                                  float *variance, unsigned flags);
+void sinkkit_channel_stats_update_f32_avx2(float *max_abs, uint64_t *argmax_token, double *sum_squares,
+                                           size_t channels, const float *a, size_t tokens, size_t row_stride,
+                                           uint64_t first_token);
+#endif
+
+#if defined(SINKKIT_HAVE_AVX512)
+void sinkkit_headwise_rmsnorm_f32_avx512(const sinkkit_head_layout *layout, const float *x, float *y,
+                                         const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
+                                         float *inv_rms);
+void sinkkit_row_moments_f32_avx512(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
+                                    float *variance, unsigned flags);
+void sinkkit_channel_stats_update_f32_avx512(float *max_abs, uint64_t *argmax_token, double *sum_squares,
+                                             size_t channels, const float *a, size_t tokens, size_t row_stride,
+                                             uint64_t first_token);
+#endif
+
+#if defined(SINKKIT_HAVE_NEON)
+void sinkkit_headwise_rmsnorm_f32_neon(const sinkkit_head_layout *layout, const float *x, float *y,
+                                       const float *gamma, sinkkit_gamma_kind gamma_kind, float eps, float *inv_rms);
+void sinkkit_row_moments_f32_neon(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
+                                  float *variance, unsigned flags);
+void sinkkit_channel_stats_update_f32_neon(float *max_abs, uint64_t *argmax_token, double *sum_squares,
+                                           size_t channels, const float *a, size_t tokens, size_t row_stride,
+                                           uint64_t first_token);
+#endif
+
+#if defined(SINKKIT_HAVE_SVE)
+void sinkkit_headwise_rmsnorm_f32_sve(const sinkkit_head_layout *layout, const float *x, float *y,
+                                      const float *gamma, sinkkit_gamma_kind gamma_kind, float eps, float *inv_rms);
+void sinkkit_row_moments_f32_sve(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
+                                 float *variance, unsigned flags);
+void sinkkit_channel_stats_update_f32_sve(float *max_abs, uint64_t *argmax_token, double *sum_squares,
+                                          size_t channels, const float *a, size_t tokens, size_t row_stride,
+                                          uint64_t first_token);
+#endif
+
+/* ---- shared numeric helpers (kernels/common/numerics.c, baseline code) ---- */
+
+/* Returns 1 / sqrt(sum_squares / head_dim + eps), computed in double. */
+double sinkkit_rms_inverse(double sum_squares, size_t head_dim, float eps);
+
+/* True when the float fast path cannot be trusted for this vector: S is not finite (a square overflowed
+   float, or Inf/NaN input), S is below head_dim * 2^-100 (squares may have lost bits to underflow, or
+   the vector is all zero), or r is not a normal finite float. */
+bool sinkkit_rms_needs_rescue(double sum_squares, size_t head_dim, double inv_rms);
+
+/* Normalises one vector entirely in double: y[d] = (float)(x[d] * r * g[d]). gamma_row is NULL for no
+   gamma. Writes the float r to *inv_rms when inv_rms is not NULL. y may equal x. */
+void sinkkit_rmsnorm_vector_rescue(const float *x, float *y, const float *gamma_row, size_t head_dim, float eps,
+                                   float *inv_rms);
+
+/* Returns the gamma row for head h: NULL for NONE, gamma for SHARED, gamma + h * head_dim for PER_HEAD. */
+static inline const float *sinkkit_gamma_row(const float *gamma, sinkkit_gamma_kind kind, size_t h,
+                                             size_t head_dim)
+{
+    if (kind == SINKKIT_GAMMA_NONE)
+        return NULL;
+    if (kind == SINKKIT_GAMMA_SHARED)
+        return gamma;
+    return gamma + h * head_dim;
+}
+
+/* Finishes one row from pass 2's sums (sum_d = sum of d, sum_d2 = sum of d*d, d = x - m) and writes
+   mean and/or variance (either may be NULL). Falls back to sinkkit_moments_row_rescue() when the sums
+   are not finite or sum_d2 < n * 2^-100 (deviations may have underflowed, or the row is constant). */
+void sinkkit_moments_finish(const float *row, size_t n, float m, double sum_d, double sum_d2, unsigned flags,
+                            float *mean, float *variance);
+
+/* Computes one row's moments entirely in double, identically on every ISA. */
+void sinkkit_moments_row_rescue(const float *row, size_t n, unsigned flags, float *mean, float *variance);
+
+/* Folds one channel's partial result into the running statistics: a chunk whose largest |a| is
+   chunk_max at token chunk_token, and whose first NaN (if any) is at nan_token (SINKKIT_NO_TOKEN when
+   none). Applies the NaN and tie rules of sinkkit.h. */
+void sinkkit_channel_fold(float *max_abs, uint64_t *argmax_token, float chunk_max, uint64_t chunk_token,
+                          uint64_t nan_token);
+
+#endif /* SINKKIT_KERNELS_H */
