@@ -18,17 +18,15 @@ typedef struct sinkkit_x86_words {
 } sinkkit_x86_words;
 
 /* Bit positions of the x86 feature flags used by the decision. */
-enum {
-    SINKKIT_X86_LEAF1_FMA = 1u << 12,
-    SINKKIT_X86_LEAF1_OSXSAVE = 1u << 27,
-    SINKKIT_X86_LEAF1_AVX = 1u << 28,
-    SINKKIT_X86_LEAF1_F16C = 1u << 29,
-    SINKKIT_X86_LEAF7_AVX2 = 1u << 5,
-    SINKKIT_X86_LEAF7_AVX512F = 1u << 16,
-    SINKKIT_X86_LEAF7_AVX512DQ = 1u << 17,
-    SINKKIT_X86_LEAF7_AVX512BW = 1u << 30,
-    SINKKIT_X86_LEAF7_AVX512VL = 1u << 31
-};
+#define SINKKIT_X86_LEAF1_FMA (UINT32_C(1) << 12)
+#define SINKKIT_X86_LEAF1_OSXSAVE (UINT32_C(1) << 27)
+#define SINKKIT_X86_LEAF1_AVX (UINT32_C(1) << 28)
+#define SINKKIT_X86_LEAF1_F16C (UINT32_C(1) << 29)
+#define SINKKIT_X86_LEAF7_AVX2 (UINT32_C(1) << 5)
+#define SINKKIT_X86_LEAF7_AVX512F (UINT32_C(1) << 16)
+#define SINKKIT_X86_LEAF7_AVX512DQ (UINT32_C(1) << 17)
+#define SINKKIT_X86_LEAF7_AVX512BW (UINT32_C(1) << 30)
+#define SINKKIT_X86_LEAF7_AVX512VL (UINT32_C(1) << 31)
 
 /* XCR0 masks: the OS saves XMM and YMM state (0x6), and also opmask and both ZMM halves (0xE6). */
 #define SINKKIT_XCR0_YMM_MASK 0x6u

@@ -1,4 +1,5 @@
 /* The dispatch table: chosen once on first use, published atomically, overridable at run time. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,7 @@
 
 /* The state is packed in one atomic word so that readers see a consistent selection without locks:
    bits 0-7 active ISA, bits 8-15 best ISA, 16-23 ISA named by SINKKIT_ISA, and flag bits above.
-   Zero means "not initialised yet". */
+   Zero means "not initialised yet"; init_once sets it, and sinkkit_set_isa changes it later. */
 enum {
     STATE_ENV_PRESENT = 1u << 24,
     STATE_ENV_RECOGNISED = 1u << 25,
@@ -44,9 +45,12 @@ static sinkkit_isa state_active(uint32_t state)
     return (sinkkit_isa)(state & 0xFFu);
 }
 
-/* Computes the initial selection. Every thread computes the same value, so whichever
-   compare-exchange wins publishes the same state. */
-static uint32_t initial_state(void)
+/* The value of SINKKIT_ISA at the first call, truncated; written once inside init_once. */
+static char env_value_at_init[sizeof(((sinkkit_dispatch_info *)0)->env_value)];
+static pthread_once_t init_control = PTHREAD_ONCE_INIT;
+
+/* Computes the initial selection from the CPU and SINKKIT_ISA, and publishes it. */
+static void init_once(void)
 {
     uint32_t runnable = runnable_mask();
     sinkkit_isa best = sinkkit_best_isa_in_mask(runnable, SINKKIT_ISA_AUTO);
@@ -56,6 +60,7 @@ static uint32_t initial_state(void)
     const char *env = getenv("SINKKIT_ISA");
     if (env != NULL) {
         flags |= STATE_ENV_PRESENT;
+        strncpy(env_value_at_init, env, sizeof env_value_at_init - 1);
         if (sinkkit_isa_from_name(env, &cap))
             flags |= STATE_ENV_RECOGNISED;
         else
@@ -63,7 +68,7 @@ static uint32_t initial_state(void)
     }
 
     sinkkit_isa active = sinkkit_best_isa_in_mask(runnable, cap);
-    return state_pack(active, best, cap, flags);
+    atomic_store_explicit(&dispatch_state, state_pack(active, best, cap, flags), memory_order_release);
 }
 
 static uint32_t current_state(void)
@@ -72,12 +77,8 @@ static uint32_t current_state(void)
     if (state != 0)
         return state;
 
-    uint32_t fresh = initial_state();
-    uint32_t expected = 0;
-    if (atomic_compare_exchange_strong_explicit(&dispatch_state, &expected, fresh, memory_order_acq_rel,
-                                                memory_order_acquire))
-        return fresh;
-    return expected;
+    pthread_once(&init_control, init_once);
+    return atomic_load_explicit(&dispatch_state, memory_order_acquire);
 }
 
 const sinkkit_kernel_table *sinkkit_active_kernels(void)
@@ -138,11 +139,8 @@ sinkkit_status sinkkit_get_dispatch_info(sinkkit_dispatch_info *info)
     out.env_recognised = (state & STATE_ENV_RECOGNISED) != 0;
     out.set_by_call = (state & STATE_SET_BY_CALL) != 0;
 
-    const char *env = out.env_present ? getenv("SINKKIT_ISA") : NULL;
-    if (env != NULL) {
-        strncpy(out.env_value, env, sizeof out.env_value - 1);
-        out.env_value[sizeof out.env_value - 1] = '\0';
-    }
+    /* Written before the state was published, and never again. */
+    memcpy(out.env_value, env_value_at_init, sizeof out.env_value);
 
     *info = out;
     return SINKKIT_OK;

@@ -124,7 +124,9 @@ typedef enum sinkkit_gamma_kind {
  * receives r as a contiguous [tokens][heads] array.
  *
  * Accuracy: relative error at most 1e-6 per element against the double-precision
- * formula; subnormal outputs within 2 * 2^-149 (see docs/accuracy.md).
+ * formula; subnormal outputs within 2 * 2^-149. An element more than about 1e38
+ * times smaller than its vector's RMS (x * r below FLT_MIN) may also be off by
+ * |gamma| * 2^-149 (see docs/accuracy.md).
  * With eps > 0, finite input never yields Inf or NaN. With eps = 0 an all-zero
  * vector yields y = NaN (0 * Inf) and r = +Inf on every ISA. A NaN or Inf in
  * a vector affects that vector only.
