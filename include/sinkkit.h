@@ -227,7 +227,9 @@ SINKKIT_API size_t sinkkit_detect_scratch_size(size_t channels);
 /* Finds the hits; params NULL means the defaults. out may be NULL when capacity is 0.
    found receives the total number of hits even when it exceeds capacity; then nothing is
    written to out and the call returns SINKKIT_ERROR_BUFFER_TOO_SMALL (query with capacity 0).
-   scratch must be at least sinkkit_detect_scratch_size(stats->channels) bytes, any alignment. */
+   scratch must be at least sinkkit_detect_scratch_size(stats->channels) bytes, any alignment.
+   Returns SINKKIT_ERROR_ALIASING when scratch, out or found overlap the statistics arrays or each
+   other. An infinite max_abs over an infinite median scores 1. */
 SINKKIT_API sinkkit_status sinkkit_detect_super_channels(const sinkkit_channel_stats *stats,
                                                          const sinkkit_detect_params *params, void *scratch,
                                                          size_t scratch_size, sinkkit_super_channel *out,
