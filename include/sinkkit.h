@@ -120,8 +120,9 @@ typedef enum sinkkit_gamma_kind {
  *
  * r[t,h] = 1 / sqrt(mean_d x[t,h,d]^2 + eps); y[t,h,d] = x[t,h,d] * r[t,h] * gamma[.., d].
  * y uses the same layout as x. y may equal x (in place); any other overlap of
- * the spans of x and y is SINKKIT_ERROR_ALIASING. inv_rms, if not NULL,
- * receives r as a contiguous [tokens][heads] array.
+ * the spans of x and y is SINKKIT_ERROR_ALIASING, and so is gamma overlapping
+ * y, or inv_rms overlapping x, y or gamma. inv_rms, if not NULL, receives r as
+ * a contiguous [tokens][heads] array.
  *
  * Accuracy: relative error at most 1e-6 per element against the double-precision
  * formula; subnormal outputs within 2 * 2^-149. An element more than about 1e38
@@ -130,7 +131,8 @@ typedef enum sinkkit_gamma_kind {
  * With eps > 0, finite input never yields Inf or NaN. With eps = 0 an all-zero
  * vector yields y = NaN (0 * Inf) and r = +Inf on every ISA. A NaN or Inf in
  * a vector affects that vector only.
- * eps must be finite and >= 0. tokens == 0 is a no-op that returns SINKKIT_OK.
+ * eps must be finite and >= 0. tokens == 0 is a no-op that returns SINKKIT_OK
+ * once the other arguments are valid (heads and head_dim still must be > 0).
  * ------------------------------------------------------------------------- */
 SINKKIT_API sinkkit_status sinkkit_headwise_rmsnorm_f32(const sinkkit_head_layout *layout, const float *x, float *y,
                                                         const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
@@ -149,7 +151,9 @@ SINKKIT_API sinkkit_status sinkkit_headwise_rmsnorm_f32(const sinkkit_head_layou
 #define SINKKIT_MOMENTS_UNBIASED 1u   /* divide by n - 1 instead of n; needs n >= 2 */
 
 /* Mean and variance of each row of x[rows][cols]; row_stride >= cols, in elements.
-   mean or variance may be NULL, not both. rows == 0 is a no-op. */
+   mean or variance may be NULL, not both; outputs that overlap x (its whole span, padding included) or
+   each other give SINKKIT_ERROR_ALIASING. SINKKIT_MOMENTS_UNBIASED with cols < 2 gives
+   SINKKIT_ERROR_INVALID_SHAPE. rows == 0 is a no-op once the other arguments are valid. */
 SINKKIT_API sinkkit_status sinkkit_row_moments_f32(const float *x, size_t rows, size_t cols, size_t row_stride,
                                                    float *mean, float *variance, unsigned flags);
 
@@ -183,11 +187,15 @@ typedef struct sinkkit_channel_stats {
 SINKKIT_API sinkkit_status sinkkit_channel_stats_reset(sinkkit_channel_stats *stats);
 
 /* Adds tokens rows of a (row_stride >= channels, in elements); row i is global token first_token + i.
-   The token indices of one stream must not overlap between calls. tokens == 0 is a no-op. */
+   The token indices of one stream must not overlap between calls. tokens == 0 is a no-op.
+   A last token index reaching SINKKIT_NO_TOKEN, or a token count that overflows stats->tokens,
+   gives SINKKIT_ERROR_INVALID_VALUE; input a overlapping the statistics arrays gives SINKKIT_ERROR_ALIASING. */
 SINKKIT_API sinkkit_status sinkkit_channel_stats_update_f32(sinkkit_channel_stats *stats, const float *a,
                                                             size_t tokens, size_t row_stride, uint64_t first_token);
 
-/* Folds from into into (same channel count); from is unchanged. */
+/* Folds from into into (same channel count, else SINKKIT_ERROR_INVALID_SHAPE); from is unchanged.
+   Arrays of from overlapping those of into (including merging a stats object with itself) give
+   SINKKIT_ERROR_ALIASING; a token count that overflows gives SINKKIT_ERROR_INVALID_VALUE. */
 SINKKIT_API sinkkit_status sinkkit_channel_stats_merge(sinkkit_channel_stats *into, const sinkkit_channel_stats *from);
 
 /* ---------------------------------------------------------------------------
