@@ -28,7 +28,7 @@ const char *sinkkit_status_message(sinkkit_status status)
     case SINKKIT_ERROR_UNSUPPORTED_ISA:
         return "the instruction set is not compiled in or not supported by this CPU and OS";
     case SINKKIT_ERROR_BUFFER_TOO_SMALL:
-        return "the output or scratch buffer is too small; the count needed was reported";
+        return "the output or scratch buffer is too small; for a too small output array, found holds the count needed";
     }
     return "unknown status code";
 }

@@ -70,7 +70,8 @@ SINKKIT_API sinkkit_isa sinkkit_active_isa(void);
 SINKKIT_API bool sinkkit_isa_supported(sinkkit_isa isa);
 
 /* Selects exactly isa for all later calls; AUTO restores the best supported ISA (ignoring SINKKIT_ISA).
-   Returns SINKKIT_ERROR_UNSUPPORTED_ISA for an ISA this machine cannot run, and then changes nothing.
+   Returns SINKKIT_ERROR_UNSUPPORTED_ISA for an ISA this machine cannot run (or a value outside the
+   enum), and then changes nothing.
    Thread-safe, but calls already running keep the ISA they started with. */
 SINKKIT_API sinkkit_status sinkkit_set_isa(sinkkit_isa isa);
 
