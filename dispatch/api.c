@@ -104,7 +104,12 @@ sinkkit_status sinkkit_headwise_rmsnorm_f32(const sinkkit_head_layout *layout, c
         return status;
 
     const float *kernel_gamma = gamma_kind == SINKKIT_GAMMA_NONE ? NULL : gamma;
-    sinkkit_active_kernels()->headwise_rmsnorm_f32(layout, x, y, kernel_gamma, gamma_kind, eps, inv_rms);
+    const sinkkit_kernel_table *kernels = sinkkit_active_kernels();
+    sinkkit_rmsnorm_f32_fn normalise = kernels->headwise_rmsnorm_f32;
+    /* sinkkit_check_head_layout() has checked that span * sizeof(float) fits in size_t. */
+    if (kernels->headwise_rmsnorm_f32_streaming != NULL && span * sizeof(float) > sinkkit_streaming_threshold())
+        normalise = kernels->headwise_rmsnorm_f32_streaming;
+    normalise(layout, x, y, kernel_gamma, gamma_kind, eps, inv_rms);
     return SINKKIT_OK;
 }
 
@@ -177,8 +182,19 @@ sinkkit_status sinkkit_head_moments_f32(const sinkkit_head_layout *layout, const
     if (status != SINKKIT_OK)
         return status;
 
-    /* Each token's heads are rows of head_dim elements, head_stride apart. */
+    /* Each token's heads are rows of head_dim elements, head_stride apart. When the tokens follow each
+       other at that same stride (or there is one head), all of them form a single run of rows, which
+       the kernel can group across tokens. Kernels give the same bits for a row however rows are split
+       into calls, so both ways agree. */
     const sinkkit_kernel_table *kernels = sinkkit_active_kernels();
+    size_t run_stride;
+    if (layout->heads == 1 || (!__builtin_mul_overflow(layout->heads, layout->head_stride, &run_stride) &&
+                               run_stride == layout->token_stride)) {
+        run_stride = layout->heads == 1 ? layout->token_stride : layout->head_stride;
+        kernels->row_moments_f32(x, count, layout->head_dim, run_stride, mean, variance, flags);
+        return SINKKIT_OK;
+    }
+
     for (size_t t = 0; t < layout->tokens; t++) {
         const size_t out = t * layout->heads;
         kernels->row_moments_f32(x + t * layout->token_stride, layout->heads, layout->head_dim,

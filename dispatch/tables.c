@@ -7,6 +7,7 @@ static const sinkkit_kernel_table scalar_table = {
     sinkkit_headwise_rmsnorm_f32_scalar,
     sinkkit_row_moments_f32_scalar,
     sinkkit_channel_stats_update_f32_scalar,
+    NULL,
 };
 
 #if defined(SINKKIT_HAVE_AVX2)
@@ -15,6 +16,7 @@ static const sinkkit_kernel_table avx2_table = {
     sinkkit_headwise_rmsnorm_f32_avx2,
     sinkkit_row_moments_f32_avx2,
     sinkkit_channel_stats_update_f32_avx2,
+    sinkkit_headwise_rmsnorm_f32_streaming_avx2,
 };
 #endif
 
@@ -24,6 +26,7 @@ static const sinkkit_kernel_table avx512_table = {
     sinkkit_headwise_rmsnorm_f32_avx512,
     sinkkit_row_moments_f32_avx512,
     sinkkit_channel_stats_update_f32_avx512,
+    sinkkit_headwise_rmsnorm_f32_streaming_avx512,
 };
 #endif
 
@@ -33,6 +36,7 @@ static const sinkkit_kernel_table neon_table = {
     sinkkit_headwise_rmsnorm_f32_neon,
     sinkkit_row_moments_f32_neon,
     sinkkit_channel_stats_update_f32_neon,
+    NULL,
 };
 #endif
 
@@ -42,6 +46,7 @@ static const sinkkit_kernel_table sve_table = {
     sinkkit_headwise_rmsnorm_f32_sve,
     sinkkit_row_moments_f32_sve,
     sinkkit_channel_stats_update_f32_sve,
+    NULL,
 };
 #endif
 

@@ -140,6 +140,34 @@ SINKKIT_API sinkkit_status sinkkit_headwise_rmsnorm_f32(const sinkkit_head_layou
                                                         float *inv_rms);
 
 /* ---------------------------------------------------------------------------
+ * Non-temporal (streaming) stores.
+ *
+ * A sinkkit_headwise_rmsnorm_f32() call whose output span (the bytes from the
+ * first to one past the last element of y) exceeds the streaming threshold
+ * writes y with non-temporal stores on AVX2 and AVX-512. The output lines go
+ * to memory without first being read into the caches and without evicting
+ * the data there. For outputs much larger than the cache that saves the read
+ * of each output line (a third of the traffic of an out-of-place call), but
+ * reading y right after the call is slower. The results are bitwise the same
+ * either way. Other ISAs ignore the threshold.
+ *
+ * The default threshold is 3/4 of one CPU's share of the last-level cache:
+ * the level 3 cache size the C library reports (else level 2), divided by
+ * the number of online CPUs. When neither is known it is
+ * 3 MiB (3/4 of a 4 MiB share). The environment variable
+ * SINKKIT_STREAMING_THRESHOLD, read once at first use, replaces it: a
+ * decimal number of bytes, 0 meaning the default; other values are ignored.
+ * ------------------------------------------------------------------------- */
+
+/* Sets the streaming threshold in bytes for all later calls: 0 restores the default derived from the
+   cache sizes (SINKKIT_STREAMING_THRESHOLD is not consulted again), SIZE_MAX disables streaming.
+   Thread-safe; calls already running keep the choice they made. Returns SINKKIT_OK. */
+SINKKIT_API sinkkit_status sinkkit_set_streaming_threshold(size_t bytes);
+
+/* Returns the streaming threshold in bytes now in effect (never 0; SIZE_MAX when disabled). */
+SINKKIT_API size_t sinkkit_streaming_threshold(void);
+
+/* ---------------------------------------------------------------------------
  * Moments (mean and variance).
  *
  * The variance is computed by a two-pass algorithm with a correction term,

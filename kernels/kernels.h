@@ -2,6 +2,8 @@
 #ifndef SINKKIT_KERNELS_H
 #define SINKKIT_KERNELS_H
 
+#include <float.h>
+
 #include "sinkkit.h"
 
 /*
@@ -31,14 +33,28 @@
  *    Otherwise y = (x * rf) * g in float, rf = (float)r, in exactly that order
  *    (no FMA contraction), g = 1 when there is no gamma (then y = x * rf).
  *
- * 3. Moments: pass 1 sums the row in double (floats converted exactly), giving
- *    m = (float)(sum / n). Pass 2 forms d = x - m in float and sums d and d*d
- *    per rule 1 into doubles. sinkkit_moments_finish() applies the correction
- *    term and handles the rescue cases through sinkkit_moments_row_rescue(),
- *    which is shared by every ISA.
+ * 3. Moments: a row is summed around a float shift c: d = x - c in float, and
+ *    the sums of d and d*d are formed per rule 1 into doubles sum_d, sum_d2.
+ *    c is either the row's mean summed in double and rounded to float, or a
+ *    float mean of some of the row's elements (any order of float additions);
+ *    such an estimate must pass sinkkit_moments_shift_close(), which holds when
+ *    |mean - c| <= std / 8, or the sums are formed once more around
+ *    c = (float)(c + sum_d / n), which is then used without a further check.
+ *    sinkkit_moments_trusted() chooses between the correction formula of
+ *    sinkkit_moments_finish_trusted() and sinkkit_moments_row_rescue(), which
+ *    is shared by every ISA; sinkkit_moments_finish() applies that choice.
  *
- * 4. Channel statistics: squares and sums in double (a float squared is exact
- *    in double), so sum_squares has relative error about tokens * 2^-53.
+ * 4. Channel statistics: max_abs and argmax_token come from comparisons only.
+ *    For sum_squares, a call's tokens form groups of 8 from its first token
+ *    (the last group may be shorter). Each channel's squares over a group are
+ *    summed in float per rule 1, and that float sum is added to sum_squares in
+ *    double, unless it is +Inf while the group's largest |a| is finite, or
+ *    below count * SINKKIT_RESCUE_FLOOR while that |a| is not 0: then the
+ *    group's squares of that channel are summed in double instead (a float
+ *    squared is exact in double). A NaN sum is added as it is. A kernel may
+ *    also square and sum in double throughout. Either way the relative error
+ *    of sum_squares is at most about 4.8e-7, and results depend on the call
+ *    split, never on alignment.
  */
 #define SINKKIT_FLOAT_PARTIAL_ROUNDINGS 8
 
@@ -65,6 +81,9 @@ typedef struct sinkkit_kernel_table {
     sinkkit_rmsnorm_f32_fn headwise_rmsnorm_f32;
     sinkkit_row_moments_f32_fn row_moments_f32;
     sinkkit_channel_stats_f32_fn channel_stats_update_f32;
+    /* The same results as headwise_rmsnorm_f32, bit for bit, but y is written with non-temporal stores
+       where it is aligned, then fenced. NULL when the ISA has no such variant. */
+    sinkkit_rmsnorm_f32_fn headwise_rmsnorm_f32_streaming;
 } sinkkit_kernel_table;
 
 /* Returns the table compiled for isa, or NULL when it is not compiled in. It does not check the CPU:
@@ -94,6 +113,9 @@ void sinkkit_channel_stats_update_f32_scalar(float *max_abs, uint64_t *argmax_to
 #if defined(SINKKIT_HAVE_AVX2)
 void sinkkit_headwise_rmsnorm_f32_avx2(const sinkkit_head_layout *layout, const float *x, float *y,
                                        const float *gamma, sinkkit_gamma_kind gamma_kind, float eps, float *inv_rms);
+void sinkkit_headwise_rmsnorm_f32_streaming_avx2(const sinkkit_head_layout *layout, const float *x, float *y,
+                                                 const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
+                                                 float *inv_rms);
 void sinkkit_row_moments_f32_avx2(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
                                   float *variance, unsigned flags);
 void sinkkit_channel_stats_update_f32_avx2(float *max_abs, uint64_t *argmax_token, double *sum_squares,
@@ -105,6 +127,9 @@ void sinkkit_channel_stats_update_f32_avx2(float *max_abs, uint64_t *argmax_toke
 void sinkkit_headwise_rmsnorm_f32_avx512(const sinkkit_head_layout *layout, const float *x, float *y,
                                          const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
                                          float *inv_rms);
+void sinkkit_headwise_rmsnorm_f32_streaming_avx512(const sinkkit_head_layout *layout, const float *x, float *y,
+                                                   const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
+                                                   float *inv_rms);
 void sinkkit_row_moments_f32_avx512(const float *x, size_t rows, size_t cols, size_t row_stride, float *mean,
                                     float *variance, unsigned flags);
 void sinkkit_channel_stats_update_f32_avx512(float *max_abs, uint64_t *argmax_token, double *sum_squares,
@@ -134,13 +159,25 @@ void sinkkit_channel_stats_update_f32_sve(float *max_abs, uint64_t *argmax_token
 
 /* ---- shared numeric helpers (kernels/common/numerics.c, baseline code) ---- */
 
+/* Smallest sum of squares (or of squared deviations) per element that the float fast paths trust: a
+   float square loses at most 2^-150 to underflow, so above n * 2^-100 the relative error of the sum
+   stays under 2^-50. The rescue decisions of RMSNorm, moments and channel statistics use it. */
+#define SINKKIT_RESCUE_FLOOR 0x1p-100
+
 /* Returns 1 / sqrt(sum_squares / head_dim + eps), computed in double. */
 double sinkkit_rms_inverse(double sum_squares, size_t head_dim, float eps);
 
 /* True when the float fast path cannot be trusted for this vector: S is not finite (a square overflowed
    float, or Inf/NaN input), S is below head_dim * 2^-100 (squares may have lost bits to underflow, or
-   the vector is all zero), or r is not a normal finite float. */
-bool sinkkit_rms_needs_rescue(double sum_squares, size_t head_dim, double inv_rms);
+   the vector is all zero), or r is not a normal finite float. The comparisons are written so that NaN
+   takes the rescue path too. Inline, because the scalar kernel calls it once per vector. */
+static inline bool sinkkit_rms_needs_rescue(double sum_squares, size_t head_dim, double inv_rms)
+{
+    if (!(sum_squares >= (double)head_dim * SINKKIT_RESCUE_FLOOR && sum_squares <= DBL_MAX))
+        return true;
+
+    return !(inv_rms >= FLT_MIN && inv_rms <= FLT_MAX);
+}
 
 /* Normalises one vector entirely in double: y[d] = (float)(x[d] * r * g[d]). gamma_row is NULL for no
    gamma. Writes the float r to *inv_rms when inv_rms is not NULL. y may equal x. */
@@ -158,10 +195,41 @@ static inline const float *sinkkit_gamma_row(const float *gamma, sinkkit_gamma_k
     return gamma + h * head_dim;
 }
 
-/* Finishes one row from pass 2's sums (sum_d = sum of d, sum_d2 = sum of d*d, d = x - m) and writes
-   mean and/or variance (either may be NULL). Falls back to sinkkit_moments_row_rescue() when the sums
-   are not finite or sum_d2 < n * 2^-100 (deviations may have underflowed, or the row is constant). */
-void sinkkit_moments_finish(const float *row, size_t n, float m, double sum_d, double sum_d2, unsigned flags,
+/* True when sums around the shift c (sum_d of d = x - c, sum_d2 of d*d, over n elements) have
+   |mean - c| <= std / 8, up to their own rounding errors: 65 sum_d^2 <= n sum_d2. False for NaN. */
+static inline bool sinkkit_moments_shift_close(size_t n, double sum_d, double sum_d2)
+{
+    return 65.0 * (sum_d * sum_d) <= (double)n * sum_d2;
+}
+
+/* True when the sums can be finished by the correction formula: both finite, and sum_d2 at least
+   n * SINKKIT_RESCUE_FLOOR (below it deviations may have underflowed, or the row is constant).
+   Vectorised kernels make the same comparisons in their lanes. */
+static inline bool sinkkit_moments_trusted(size_t n, double sum_d, double sum_d2)
+{
+    return sum_d2 >= (double)n * SINKKIT_RESCUE_FLOOR && sum_d2 <= DBL_MAX && sum_d >= -DBL_MAX &&
+           sum_d <= DBL_MAX;
+}
+
+/* Writes mean = c + sum_d / n and variance = max(0, sum_d2 - sum_d * sum_d / n) / (n or n - 1), each
+   evaluated in double in that order and rounded once to float (mean or variance may be NULL).
+   Vectorised kernels may evaluate the same operations in lanes, which gives the same bits. */
+static inline void sinkkit_moments_finish_trusted(size_t n, float c, double sum_d, double sum_d2, unsigned flags,
+                                                  float *mean, float *variance)
+{
+    if (mean != NULL)
+        *mean = (float)((double)c + sum_d / (double)n);
+    if (variance != NULL) {
+        double centred = sum_d2 - sum_d * sum_d / (double)n;
+        if (centred < 0.0)
+            centred = 0.0;
+        *variance = (float)(centred / ((flags & SINKKIT_MOMENTS_UNBIASED) ? (double)n - 1.0 : (double)n));
+    }
+}
+
+/* Finishes one row from its sums around c: sinkkit_moments_finish_trusted() when
+   sinkkit_moments_trusted() holds, sinkkit_moments_row_rescue() otherwise. */
+void sinkkit_moments_finish(const float *row, size_t n, float c, double sum_d, double sum_d2, unsigned flags,
                             float *mean, float *variance);
 
 /* Computes one row's moments entirely in double, identically on every ISA. */

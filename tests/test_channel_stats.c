@@ -292,9 +292,9 @@ static void kernel_independent_of_alignment(void **state)
 {
     const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
     uint64_t rng = 0x5EED0004;
-    static const size_t shapes[][2] = {{37, 3}, {100, 1}, {131, 70}};
+    static const size_t shapes[][2] = {{37, 3}, {100, 1}, {131, 70}, {300, 19}};
 
-    for (size_t s = 0; s < 3; s++) {
+    for (size_t s = 0; s < 4; s++) {
         const size_t channels = shapes[s][0];
         const size_t tokens = shapes[s][1];
         const size_t row_stride = channels + 2;
@@ -491,6 +491,252 @@ static void kernel_nan_and_inf(void **state)
     for (size_t i = 0; i < 5; i++)
         check_case(k, a, first_tokens[i], expect_nan_inf);
     free(a);
+}
+
+/* ---- float sums of squares and their rescue ---- */
+
+/* Runs the case rows through every chunking and checks each result against the reference: max_abs and
+   argmax_token exactly, sum_squares within the RMS bound and finite exactly where the reference is. */
+static void check_sums_case(const sinkkit_kernel_table *k, const float *a, const char *name)
+{
+    const struct {
+        const size_t (*chunks)[2];
+        size_t count;
+    } chunkings[] = {{one_call, 1}, {forward, 4}, {backward, 4}, {scattered, 4}};
+
+    stats_arrays want = stats_new(CASE_CHANNELS, false);
+    stats_clear(&want.view);
+    update_reference(&want.view, a, CASE_TOKENS, CASE_CHANNELS, 0);
+
+    stats_arrays got = stats_new(CASE_CHANNELS, false);
+    for (size_t i = 0; i < 4; i++) {
+        char context[96];
+        snprintf(context, sizeof context, "%s, chunking %zu", name, i);
+        run_chunks(k, &got.view, a, chunkings[i].chunks, chunkings[i].count, 0);
+        expect_stats(&got.view, &want.view, context);
+        for (size_t c = 0; c < CASE_CHANNELS; c++) {
+            if (isfinite(got.view.sum_squares[c]) != isfinite(want.view.sum_squares[c])) {
+                print_error("%s: channel %zu sum_squares %g, expected %g\n", context, c, got.view.sum_squares[c],
+                            want.view.sum_squares[c]);
+                fail();
+            }
+        }
+    }
+
+    stats_free(&want);
+    stats_free(&got);
+}
+
+/* Squares and float sums that overflow although the double sum is finite are summed again in double. */
+static void kernel_rescues_overflowing_squares(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    float *a = case_rows();
+
+    /* Channel 0: every square overflows float (9e38). Channel 1: one 1e30. Channel 2: FLT_MAX and
+       -FLT_MAX. Channel 3: 2e19 at every third token. Channel 4: squares of 1.69e38 that overflow only
+       when added. Channel 5: an Inf among 3e19, so the sum is +Inf. Channel 36 (the partial vector):
+       all 1e25. */
+    for (size_t t = 0; t < CASE_TOKENS; t++) {
+        set_value(a, t, 0, (t & 1) ? 3e19f : -3e19f);
+        if (t % 3 == 0)
+            set_value(a, t, 3, 2e19f);
+        set_value(a, t, 4, 1.3e19f);
+        set_value(a, t, 5, 3e19f);
+        set_value(a, t, 36, 1e25f);
+    }
+    set_value(a, 70, 1, 1e30f);
+    set_value(a, 5, 2, FLT_MAX);
+    set_value(a, 100, 2, -FLT_MAX);
+    set_value(a, 20, 5, INFINITY);
+
+    check_sums_case(k, a, "overflowing squares");
+    free(a);
+}
+
+/* Squares that underflow float (or lose bits as subnormals) are summed again in double, while groups of
+   exact zeros keep the fast path and add nothing. */
+static void kernel_rescues_underflowing_squares(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    float *a = case_rows();
+
+    /* Channel 0: all 1e-30, whose squares are 0 in float. Channel 1: all 1e-20, whose squares are
+       subnormal. Channel 2: all subnormal. Channel 3: zeros and one 1e-25. Channel 4: 3e-23 and zeros in
+       turn. Channel 5: zeros after one 1. Channel 6: blocks of eight 1e-30 and eight -2 in turn.
+       Channel 7: all -0.0. Channel 36 (the partial vector): all 1e-35. */
+    for (size_t t = 0; t < CASE_TOKENS; t++) {
+        set_value(a, t, 0, 1e-30f);
+        set_value(a, t, 1, (t & 1) ? 1e-20f : -1e-20f);
+        set_value(a, t, 2, 1e-40f);
+        set_value(a, t, 3, 0.0f);
+        set_value(a, t, 4, (t & 1) ? 3e-23f : 0.0f);
+        set_value(a, t, 5, t == 3 ? 1.0f : 0.0f);
+        set_value(a, t, 6, (t / 8) % 2 ? -2.0f : 1e-30f);
+        set_value(a, t, 7, -0.0f);
+        set_value(a, t, 36, 1e-35f);
+    }
+    set_value(a, 77, 3, 1e-25f);
+
+    check_sums_case(k, a, "underflowing squares");
+    free(a);
+}
+
+/* Mostly zeros, as after a ReLU, with hard values in between. */
+static void kernel_matches_reference_sparse_rows(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t rng = 0x5EED0007;
+    const size_t rounds = tk_size(6, 2);
+
+    for (size_t round = 0; round < rounds; round++) {
+        float *a = case_rows();
+        for (size_t i = 0; i < (size_t)CASE_CHANNELS * CASE_TOKENS; i++)
+            a[i] = tk_random_u64(&rng) % 10 < 8 ? 0.0f : hard_value(&rng);
+        check_sums_case(k, a, "sparse rows");
+        free(a);
+    }
+}
+
+/* Values spread over 2^-20 to 2^20, where float partial sums round at every step. Each square goes
+   through at most 8 roundings of float (docs/accuracy.md), so the relative error of sum_squares stays
+   within TK_FLOAT_PARTIAL_BOUND. */
+static void kernel_sum_squares_within_bound(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t rng = 0x5EED0008;
+    const size_t channels = 67;
+    const size_t tokens = tk_size(1000, 203);
+
+    float *a = checked_malloc(tokens * channels * sizeof(float));
+    for (size_t i = 0; i < tokens * channels; i++) {
+        const uint64_t r = tk_random_u64(&rng);
+        const float mantissa = 1.0f + (float)(r >> 40) * 0x1p-24f;
+        a[i] = ldexpf((r & 1) ? -mantissa : mantissa, (int)((r >> 8) % 41) - 20);
+    }
+
+    stats_arrays want = stats_new(channels, false);
+    stats_arrays got = stats_new(channels, false);
+    stats_clear(&want.view);
+    stats_clear(&got.view);
+    update_reference(&want.view, a, tokens, channels, 0);
+    update_with(k, &got.view, a, tokens, channels, 0);
+    expect_stats(&got.view, &want.view, "spread magnitudes");
+
+    double worst = 0.0;
+    for (size_t c = 0; c < channels; c++) {
+        const double error = tk_relative_error(got.view.sum_squares[c], want.view.sum_squares[c]);
+        worst = error > worst ? error : worst;
+    }
+    print_message("%s: largest relative error of sum_squares %.3g (bound %.3g)\n", sinkkit_isa_name(k->isa), worst,
+                  TK_FLOAT_PARTIAL_BOUND);
+    assert_true(worst <= TK_FLOAT_PARTIAL_BOUND);
+
+    stats_free(&want);
+    stats_free(&got);
+    free(a);
+}
+
+/* Rows wider than the channel chunks of the vector kernels, with the statistics arrays ending at guard
+   pages, and a last group shorter than the others. */
+static void kernel_handles_rows_past_a_chunk(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t rng = 0x5EED0009;
+    const size_t channels = 16384 + 45;
+    const size_t tokens = tk_size(19, 10);
+    const size_t row_stride = channels + 1;
+
+    tk_buffer data = tk_buffer_new(rows_span(tokens, channels, row_stride), TK_AT_GUARD);
+    fill_rows(data.data, tokens - 1, channels, row_stride, &rng);
+    for (size_t c = 0; c < channels; c++)
+        data.data[(tokens - 1) * row_stride + c] = hard_value(&rng);
+
+    stats_arrays want = stats_new(channels, false);
+    stats_arrays got = stats_new(channels, true);
+    stats_randomise(&want.view, &rng, 100);
+    stats_copy(&got.view, &want.view);
+    update_reference(&want.view, data.data, tokens, row_stride, 100);
+    update_with(k, &got.view, data.data, tokens, row_stride, 100);
+    expect_stats(&got.view, &want.view, "rows past a chunk");
+
+    stats_free(&want);
+    stats_free(&got);
+    tk_buffer_free(&data);
+}
+
+/* Folding the same rows again, as a benchmark loop does, ties every channel with its own max: the first
+   token must stay, and the statistics must match the reference folded twice. */
+static void kernel_refolds_same_rows(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t rng = 0x5EED000A;
+    static const size_t token_counts[] = {1, 8, 43};
+
+    for (size_t i = 0; i < 3; i++) {
+        const size_t channels = 83;
+        const size_t tokens = token_counts[i];
+        float *a = checked_malloc(tokens * channels * sizeof(float));
+        fill_rows(a, tokens, channels, channels, &rng);
+
+        stats_arrays want = stats_new(channels, false);
+        stats_arrays got = stats_new(channels, false);
+        stats_clear(&want.view);
+        stats_clear(&got.view);
+        for (int pass = 0; pass < 2; pass++) {
+            update_reference(&want.view, a, tokens, channels, 9);
+            update_with(k, &got.view, a, tokens, channels, 9);
+        }
+        expect_stats(&got.view, &want.view, "same rows folded twice");
+
+        stats_free(&want);
+        stats_free(&got);
+        free(a);
+    }
+}
+
+/* A decode row (one token) whose first reaching channels lie far into the row, after many channels
+   that only add their squares, and one that reaches nothing. */
+static void kernel_decode_updates_late_channels(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    enum { CHANNELS = 300 };
+    float row[CHANNELS];
+    for (size_t c = 0; c < CHANNELS; c++)
+        row[c] = (c & 1) ? 1.0f : -2.0f;
+
+    stats_arrays want = stats_new(CHANNELS, false);
+    stats_arrays got = stats_new(CHANNELS, false);
+    for (int reaching = 0; reaching < 2; reaching++) {
+        stats_clear(&want.view);
+        for (size_t c = 0; c < CHANNELS; c++) {
+            want.view.max_abs[c] = 10.0f;
+            want.view.argmax_token[c] = 5;
+            want.view.sum_squares[c] = (double)c;
+        }
+        if (reaching) {
+            /* Channel 250 beats its max, 130 ties it at a later token, 131 at an earlier one, 299 is NaN. */
+            row[250] = 20.0f;
+            row[130] = -10.0f;
+            row[131] = 10.0f;
+            row[299] = NAN;
+            want.view.argmax_token[131] = 9;
+        }
+        stats_copy(&got.view, &want.view);
+
+        update_reference(&want.view, row, 1, CHANNELS, 7);
+        update_with(k, &got.view, row, 1, CHANNELS, 7);
+        expect_stats(&got.view, &want.view, reaching ? "decode row reaching late" : "decode row below the maxima");
+        if (reaching) {
+            expect_channel(&got.view, 250, 20.0f, 7, "late channel beats its max");
+            expect_channel(&got.view, 130, 10.0f, 5, "later tie keeps the token");
+            expect_channel(&got.view, 131, 10.0f, 7, "earlier tie takes the token");
+            expect_channel(&got.view, 299, NAN, 7, "late NaN");
+        }
+    }
+
+    stats_free(&want);
+    stats_free(&got);
 }
 
 /* ---- splits and merges ---- */
@@ -774,6 +1020,13 @@ int main(void)
         TK_ISA_TESTS(kernel_independent_of_alignment),
         TK_ISA_TESTS(kernel_ties_keep_first_token),
         TK_ISA_TESTS(kernel_nan_and_inf),
+        TK_ISA_TESTS(kernel_rescues_overflowing_squares),
+        TK_ISA_TESTS(kernel_rescues_underflowing_squares),
+        TK_ISA_TESTS(kernel_matches_reference_sparse_rows),
+        TK_ISA_TESTS(kernel_sum_squares_within_bound),
+        TK_ISA_TESTS(kernel_handles_rows_past_a_chunk),
+        TK_ISA_TESTS(kernel_refolds_same_rows),
+        TK_ISA_TESTS(kernel_decode_updates_late_channels),
         TK_ISA_TESTS(kernel_split_calls_and_merge),
         TK_ISA_TESTS(public_api_uses_selected_isa),
         cmocka_unit_test(invalid_update_writes_nothing),

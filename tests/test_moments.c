@@ -143,8 +143,9 @@ static void check_all_lengths(const sinkkit_kernel_table *k, uint64_t *seed, flo
 {
     for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
         const size_t cols = lengths[l];
-        /* Seven rows exercise a group of four and single leftovers. Long rows need fewer. */
-        rows_shape shape = {cols <= 1000 ? 7 : tk_size(3, 2), cols, cols + (l % 3)};
+        /* 19 rows fill a group of 16 (AVX-512) or two of 8 (AVX2) and leave a partial one. Long rows,
+           one at a time in every kernel, need fewer. */
+        rows_shape shape = {cols <= 128 ? tk_size(19, 11) : cols <= 1000 ? 7 : tk_size(3, 2), cols, cols + (l % 3)};
         float *x = new_floats(shape_count(shape));
         fill_rows(x, shape, seed, centre, spread);
 
@@ -373,7 +374,7 @@ static void split_calls_give_identical_bits(void **state)
         float variance[23];
         k->row_moments_f32(x, rows, shape.cols, shape.stride, mean, variance, SINKKIT_MOMENTS_UNBIASED * (c % 2));
 
-        /* Chunks of 1, 2, 3, 5 and 7 rows start at every phase of a group of four. */
+        /* Chunks of 1, 2, 3, 5 and 7 rows start at many phases of a group of 8 or 16 rows. */
         const size_t chunks[] = {1, 2, 3, 5, 7};
         for (size_t s = 0; s < sizeof chunks / sizeof chunks[0]; s++) {
             float split_mean[23];
@@ -471,6 +472,104 @@ static void small_terms_not_absorbed(void **state)
         }
         check_rows(k, x, (rows_shape){1, cols, cols}, 0, "small after large");
         free(x);
+    }
+}
+
+/* Rows whose first elements are unlike the rest: a shift estimated from the start of the row misses the
+   mean by many standard deviations, so the kernels must detect it and form the sums again around a
+   better shift. The outlier at the start of the last row moves even a whole-row float mean a long way
+   when the row is short. */
+static void shift_far_from_mean(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t seed = 606;
+    const size_t cols_list[] = {3, 16, 37, 100, 128, 129, 300, 512, 600, 1024, 4096, 4100, 11008};
+    const float levels[] = {1e3f, -4e4f, 1e6f};
+
+    for (size_t c = 0; c < sizeof cols_list / sizeof cols_list[0]; c++) {
+        const size_t cols = cols_list[c];
+        for (size_t l = 0; l < sizeof levels / sizeof levels[0]; l++) {
+            rows_shape shape = {tk_size(18, 5), cols, cols};
+            float *x = new_floats(shape_count(shape));
+            fill_rows(x, shape, &seed, 0.25f, 1.0f);
+
+            /* Row 0: its first eighth sits at the level. Row 1: its last seven eighths do. Last row: one
+               huge first element. */
+            for (size_t j = 0; j < cols; j++) {
+                if (j < cols / 8 + 1)
+                    x[j] += levels[l];
+                else
+                    x[cols + j] += levels[l];
+            }
+            x[(shape.rows - 1) * cols] = levels[l] * 1e3f;
+
+            check_rows(k, x, shape, 0, "shift far from the mean");
+            check_rows(k, x, shape, SINKKIT_MOMENTS_UNBIASED, "shift far from the mean");
+            free(x);
+        }
+    }
+}
+
+/* Fills x with one of the kinds of rows that every kernel must hand to the shared rescue: deviations
+   whose squares underflow, constants, squares beyond float, and Inf or NaN. */
+static void fill_rescued_row(float *x, size_t cols, size_t kind, uint64_t *seed)
+{
+    for (size_t j = 0; j < cols; j++) {
+        const int step = (int)(tk_random_u64(seed) % 2001) - 1000;
+        switch (kind) {
+        case 0: /* spread about 2^-60: sum of squared deviations far below n * 2^-100 */
+            x[j] = ldexpf((float)step, -70);
+            break;
+        case 1: /* a constant that is not exact in binary */
+            x[j] = 1234.1f;
+            break;
+        case 2: /* alternating +-3e38: x - c and its square overflow float */
+            x[j] = (j % 2 == 0) ? 3e38f : -3e38f;
+            break;
+        case 3: /* deviations near 2e19, whose squares exceed float, with a finite variance */
+            x[j] = ((j % 2 == 0) ? 2e19f : -2e19f) + (float)step * 1e15f;
+            break;
+        default: /* a NaN or an Inf among ordinary values */
+            x[j] = (float)step;
+            if (j == cols / 3)
+                x[j] = (kind == 4) ? NAN : -INFINITY;
+            break;
+        }
+    }
+}
+
+/* The rows that need the rescue get bitwise the results of sinkkit_moments_row_rescue() on every ISA, at
+   every length: the kernels' vectorised decisions agree with the shared one. */
+static void rescued_rows_match_shared_rescue(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t seed = 9090;
+    const size_t cols_list[] = {2, 7, 16, 31, 64, 100, 128, 129, 513, 4096};
+
+    for (size_t kind = 0; kind < 6; kind++) {
+        for (size_t c = 0; c < sizeof cols_list / sizeof cols_list[0]; c++) {
+            const size_t cols = cols_list[c];
+            rows_shape shape = {17, cols, cols};
+            float *x = new_floats(shape_count(shape));
+            for (size_t i = 0; i < shape.rows; i++)
+                fill_rescued_row(x + i * cols, cols, kind, &seed);
+
+            float mean[17];
+            float variance[17];
+            k->row_moments_f32(x, shape.rows, cols, cols, mean, variance, SINKKIT_MOMENTS_UNBIASED);
+            for (size_t i = 0; i < shape.rows; i++) {
+                float want_mean;
+                float want_variance;
+                sinkkit_moments_row_rescue(x + i * cols, cols, SINKKIT_MOMENTS_UNBIASED, &want_mean, &want_variance);
+                if (memcmp(&mean[i], &want_mean, sizeof(float)) != 0 ||
+                    memcmp(&variance[i], &want_variance, sizeof(float)) != 0) {
+                    print_error("kind %zu, %zu columns, row %zu: mean %.9g variance %.9g, rescue gives %.9g %.9g\n",
+                                kind, cols, i, mean[i], variance[i], want_mean, want_variance);
+                    fail();
+                }
+            }
+            free(x);
+        }
     }
 }
 
@@ -684,6 +783,8 @@ static void public_head_moments(void **state)
 
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
         for (size_t h = 0; h < sizeof heads_list / sizeof heads_list[0]; h++) {
+            /* Token-major layouts run as one call over tokens * heads rows; 5 tokens of 4 heads end
+               inside a group of 8 or 16 rows, other sizes fill several. */
             const size_t tokens = 5;
             const size_t heads = heads_list[h];
             const size_t dim = dims[d];
@@ -691,9 +792,12 @@ static void public_head_moments(void **state)
             sinkkit_head_layout head_major = {tokens, heads, dim, dim, tokens * dim};
             sinkkit_head_layout padded = {tokens, heads, dim, heads * (dim + 3) + 1, dim + 3};
 
+            sinkkit_head_layout one_token = {1, heads, dim, heads * dim + 5, dim + 1};
+
             check_head_moments(k, &token_major, 0);
             check_head_moments(k, &head_major, 0);
             check_head_moments(k, &padded, SINKKIT_MOMENTS_UNBIASED);
+            check_head_moments(k, &one_token, 0);
         }
     }
 
@@ -722,6 +826,8 @@ int main(void)
         TK_ISA_TESTS(huge_and_tiny_magnitudes),
         TK_ISA_TESTS(overflowing_squares),
         TK_ISA_TESTS(small_terms_not_absorbed),
+        TK_ISA_TESTS(shift_far_from_mean),
+        TK_ISA_TESTS(rescued_rows_match_shared_rescue),
         TK_ISA_TESTS(nan_affects_only_its_row),
         TK_ISA_TESTS(infinity_gives_nan_variance),
         TK_ISA_TESTS(control_state_unchanged),

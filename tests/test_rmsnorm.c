@@ -814,6 +814,184 @@ static void token_split_gives_same_bits(void **state)
     }
 }
 
+/* ---- many vectors per call ---- */
+
+/* Returns layout kind 0..4 with many vectors: contiguous token-major and head-major (one run through
+   the whole call), padded token-major and padded head-major (one run per token or per head), and the
+   query heads of a fused QKV buffer. */
+static sinkkit_head_layout long_layout(int kind, size_t dim)
+{
+    switch (kind) {
+    case 0:
+        return token_major(37, 5, dim);
+    case 1:
+        return head_major(41, 3, dim);
+    case 2:
+        return (sinkkit_head_layout){29, 7, dim, 7 * (dim + 3) + 5, dim + 3};
+    case 3:
+        return (sinkkit_head_layout){31, 2, dim, dim + 2, 31 * (dim + 2) + 7};
+    default:
+        return (sinkkit_head_layout){9, 40, dim, 3 * 40 * dim, dim};
+    }
+}
+
+static const size_t long_run_dims[] = {1, 5, 16, 17, 64, 100, 128, 129, 256, 257, 300};
+#define LONG_RUN_DIM_COUNT (sizeof long_run_dims / sizeof long_run_dims[0])
+
+/* Calls with 60 to 360 vectors, where the kernels' pipelines run their main loops, against the
+   reference, with and without inv_rms (different code paths), at two alignments of y. */
+static void long_runs_match_reference(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t seed = 0xC0FFEE;
+
+    for (size_t i = 0; i < LONG_RUN_DIM_COUNT; i++) {
+        for (int kind = 0; kind < 5; kind++) {
+            for (size_t g = 0; g < 3; g++) {
+                const sinkkit_head_layout l = long_layout(kind, long_run_dims[i]);
+                const size_t span = layout_span(&l);
+                tk_buffer x = tk_buffer_new(span, 0);
+                tk_buffer gamma = tk_buffer_new(gamma_count(gamma_kinds[g], &l), 0);
+                tk_buffer y = tk_buffer_new(span, 0);
+                tk_buffer y_without_r = tk_buffer_new(span, 5);
+                tk_buffer r = tk_buffer_new(inv_count(&l), 0);
+                fill_wide_range(x.data, span, &seed);
+                tk_fill_random(gamma.data, gamma.count, &seed, 0.0f, 2.0f);
+                tk_fill_sentinel(y.data, span * sizeof(float));
+
+                rms_problem p = {l, x.data, g ? gamma.data : NULL, gamma_kinds[g], 1e-6f};
+                run_kernel(k, &p, y.data, r.data);
+                run_kernel(k, &p, y_without_r.data, NULL);
+
+                expect_matches_reference(&p, y.data, r.data);
+                expect_padding_untouched(&l, y.data);
+                expect_same_vectors(&l, y_without_r.data, y.data);
+
+                tk_buffer_free(&x);
+                tk_buffer_free(&gamma);
+                tk_buffer_free(&y);
+                tk_buffer_free(&y_without_r);
+                tk_buffer_free(&r);
+            }
+        }
+    }
+}
+
+/* One call over many tokens gives bitwise the result of one call per token. */
+static void long_run_equals_token_calls(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    uint64_t seed = 5150;
+
+    for (size_t i = 0; i < LONG_RUN_DIM_COUNT; i++) {
+        for (int kind = 0; kind < 5; kind++) {
+            const sinkkit_head_layout l = long_layout(kind, long_run_dims[i]);
+            const size_t span = layout_span(&l);
+            float *x = malloc(span * sizeof(float));
+            float *whole = malloc(span * sizeof(float));
+            float *split = malloc(span * sizeof(float));
+            float *gamma = malloc(l.heads * l.head_dim * sizeof(float));
+            float *r_whole = malloc(inv_count(&l) * sizeof(float));
+            float *r_split = malloc(inv_count(&l) * sizeof(float));
+            assert_non_null(x);
+            assert_non_null(whole);
+            assert_non_null(split);
+            assert_non_null(gamma);
+            assert_non_null(r_whole);
+            assert_non_null(r_split);
+            fill_wide_range(x, span, &seed);
+            tk_fill_random(gamma, l.heads * l.head_dim, &seed, 0.0f, 2.0f);
+
+            rms_problem p = {l, x, gamma, SINKKIT_GAMMA_PER_HEAD, 1e-6f};
+            run_kernel(k, &p, whole, r_whole);
+
+            for (size_t t = 0; t < l.tokens; t++) {
+                rms_problem one = p;
+                one.layout.tokens = 1;
+                one.x = x + t * l.token_stride;
+                run_kernel(k, &one, split + t * l.token_stride, r_split + t * l.heads);
+            }
+
+            expect_same_vectors(&l, split, whole);
+            expect_same_bits(r_split, r_whole, inv_count(&l), "inv_rms");
+            free(x);
+            free(whole);
+            free(split);
+            free(gamma);
+            free(r_whole);
+            free(r_split);
+        }
+    }
+}
+
+/* A vector that needs the shared rescue, at every position of a 72-vector run: its output is the
+   rescue's, bit for bit, and every other vector keeps the bits of the clean run. */
+static void rescue_at_every_position(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    const size_t dims[] = {33, 64, 128, 300};
+    const float specials[] = {NAN, 1e20f, 0.0f};
+    uint64_t seed = 616;
+
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        const sinkkit_head_layout l = token_major(9, 8, dims[i]);
+        const size_t span = layout_span(&l);
+        const size_t vectors = inv_count(&l);
+        float *clean = malloc(span * sizeof(float));
+        float *x = malloc(span * sizeof(float));
+        float *gamma = malloc(l.head_dim * sizeof(float));
+        float *want_y = malloc(span * sizeof(float));
+        float *y = malloc(span * sizeof(float));
+        float *want_r = malloc(vectors * sizeof(float));
+        float *r = malloc(vectors * sizeof(float));
+        float rescued[300];
+        assert_non_null(clean);
+        assert_non_null(x);
+        assert_non_null(gamma);
+        assert_non_null(want_y);
+        assert_non_null(y);
+        assert_non_null(want_r);
+        assert_non_null(r);
+        fill_wide_range(clean, span, &seed);
+        tk_fill_random(gamma, l.head_dim, &seed, 0.0f, 2.0f);
+
+        rms_problem p = {l, clean, gamma, SINKKIT_GAMMA_SHARED, 1e-6f};
+        run_kernel(k, &p, want_y, want_r);
+
+        for (size_t v = 0; v < vectors; v++) {
+            const size_t start = v * l.head_dim;
+            memcpy(x, clean, span * sizeof(float));
+            if (specials[v % 3] == 0.0f)
+                memset(x + start, 0, l.head_dim * sizeof(float));
+            else
+                x[start + tk_random_u64(&seed) % l.head_dim] = specials[v % 3];
+
+            p.x = x;
+            run_kernel(k, &p, y, r);
+
+            float rescued_r;
+            sinkkit_rmsnorm_vector_rescue(x + start, rescued, gamma, l.head_dim, 1e-6f, &rescued_r);
+            expect_same_bits(y + start, rescued, l.head_dim, "y of the rescued vector");
+            expect_same_bits(r + v, &rescued_r, 1, "inv_rms of the rescued vector");
+
+            for (size_t other = 0; other < vectors; other++) {
+                if (other == v)
+                    continue;
+                expect_same_bits(y + other * l.head_dim, want_y + other * l.head_dim, l.head_dim,
+                                 "y of a clean vector");
+                expect_same_bits(r + other, want_r + other, 1, "inv_rms of a clean vector");
+            }
+        }
+        free(clean);
+        free(x);
+        free(gamma);
+        free(want_y);
+        free(y);
+        free(want_r);
+        free(r);
+    }
+}
+
 /* ---- overflow, underflow and non-finite values ---- */
 
 /* Squares of 1e20 overflow float, so the vector goes through the double rescue and normalises to +-1. */
@@ -1083,6 +1261,9 @@ int main(void)
         TK_ISA_TESTS(strided_layouts_match_reference),
         TK_ISA_TESTS(in_place_equals_out_of_place),
         TK_ISA_TESTS(token_split_gives_same_bits),
+        TK_ISA_TESTS(long_runs_match_reference),
+        TK_ISA_TESTS(long_run_equals_token_calls),
+        TK_ISA_TESTS(rescue_at_every_position),
         TK_ISA_TESTS(huge_row_normalises_to_one),
         TK_ISA_TESTS(extreme_rows_match_reference),
         TK_ISA_TESTS(positive_eps_keeps_output_finite),

@@ -1,4 +1,4 @@
-/* AVX2 channel statistics: 24-channel tiles keep max, argmax and double sums in registers down a token block. */
+/* AVX2 channel statistics: groups of 8 tokens walk across the channels, their state in registers. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -7,23 +7,29 @@
 
 enum {
     LANES = 8,
-    /* Three vectors of state (max, offset and two double sums each) use 12 of the 16 ymm registers. */
-    TILE_VECTORS = 3,
-    TILE_CHANNELS = LANES * TILE_VECTORS,
-    /* Rows per block: enough to spread the fold into the caller's arrays thinly, few enough that a
-       tile walk stays within a few dozen pages. */
-    BLOCK_TOKENS = 64,
-    /* The walk down one tile prefetches the same rows of the next tile, one block walk ahead. */
-    PREFETCH_FLOATS = TILE_CHANNELS
+    /* Tokens per group. A lane's float sum of squares is a chain of at most 8 fused multiply-adds, so
+       each square goes through at most 8 roundings. The sum is then added to sum_squares in double
+       (rule 4 of the numeric scheme in kernels.h). */
+    GROUP_TOKENS = 8,
+    /* Vectors per step: each row of a group contributes 128 contiguous bytes, and the state (max,
+       offset and sum of each vector) takes 12 of the 16 ymm registers. */
+    STEP_VECTORS = 4,
+    STEP_CHANNELS = LANES * STEP_VECTORS,
+    /* Channels per pass down the tokens. Every group reads max_abs and updates sum_squares of all of
+       them, and 16384 channels of those two arrays (192 KiB) stay in L2. A multiple of STEP_CHANNELS. */
+    CHUNK_CHANNELS = 16384,
+    /* A group's rows are 8 interleaved streams, which hardware prefetchers follow poorly: each row is
+       prefetched 1 KiB ahead (see the AVX-512 kernel for the measurements). */
+    PREFETCH_FLOATS = 256
 };
 
-/* Statistics of 8 channels over the rows of one block seen so far. Lanes that see a NaN end with a
-   NaN sum, and only the sum is used for them: fold_nan_lanes() finds their first NaN again. */
+/* Statistics of 8 channels over the rows of one group seen so far. A lane whose rows contain a NaN ends
+   with a NaN sum (the terms are squares, so Inf never meets -Inf), and only the sum is used for it:
+   fold_unusual_group() finds its first NaN again. */
 typedef struct lane_state {
-    __m256 max;        /* largest |a| of the block, 0 before the first row */
-    __m256i offset;    /* row within the block where max was first reached */
-    __m256d sum_low;   /* sum of a^2 of lanes 0-3 */
-    __m256d sum_high;  /* sum of a^2 of lanes 4-7 */
+    __m256 max;       /* largest |a| of the group, 0 before the first row */
+    __m256 offset;    /* bits of the int32 row within the group where max was first reached */
+    __m256 sum;       /* sum of a^2 in float */
 } lane_state;
 
 /* The statistics of up to 8 channels, copied out of the caller's arrays so that a partial vector can
@@ -38,9 +44,8 @@ static inline lane_state lane_state_start(void)
 {
     lane_state s;
     s.max = _mm256_setzero_ps();
-    s.offset = _mm256_setzero_si256();
-    s.sum_low = _mm256_setzero_pd();
-    s.sum_high = _mm256_setzero_pd();
+    s.offset = _mm256_setzero_ps();
+    s.sum = _mm256_setzero_ps();
     return s;
 }
 
@@ -49,37 +54,21 @@ static inline __m256 absolute(__m256 x)
     return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
 }
 
-/* Adds row offset: x contains its 8 values, low and high the same values as doubles. Starting from max 0
-   at offset 0 and moving only on a strictly greater value gives the first row that reached the max. */
-static inline void lane_state_add(lane_state *s, __m256 x, __m256d low, __m256d high, __m256i offset)
+/* Adds one row of a group, whose index is in every lane of offset. Starting from max 0 at offset 0
+   and moving only on a strictly greater value gives the first row that reached the max. maxps returns
+   its second operand when either is NaN, so a NaN leaves max as it was. */
+static inline void lane_state_add(lane_state *s, __m256 x, __m256 offset)
 {
     __m256 magnitude = absolute(x);
     __m256 greater = _mm256_cmp_ps(magnitude, s->max, _CMP_GT_OQ);
-
-    /* maxps returns its second operand when either is NaN, so a NaN leaves max as it was. offset is
-       above every stored offset, so max(stored, greater ? offset : 0) moves exactly the greater lanes
-       (two simple integer ops instead of a blend). */
     s->max = _mm256_max_ps(magnitude, s->max);
-    s->offset = _mm256_max_epi32(s->offset, _mm256_and_si256(_mm256_castps_si256(greater), offset));
-
-    /* A float squared is exact in double, so each FMA rounds once, like the reference's add. */
-    s->sum_low = _mm256_fmadd_pd(low, low, s->sum_low);
-    s->sum_high = _mm256_fmadd_pd(high, high, s->sum_high);
+    s->offset = _mm256_blendv_ps(s->offset, offset, greater);
+    s->sum = _mm256_fmadd_ps(x, x, s->sum);
 }
 
-static inline void lane_state_add_row(lane_state *s, const float *p, __m256i offset)
+static inline __m256 row_index(size_t r)
 {
-    lane_state_add(s, _mm256_loadu_ps(p), _mm256_cvtps_pd(_mm_loadu_ps(p)), _mm256_cvtps_pd(_mm_loadu_ps(p + 4)),
-                   offset);
-}
-
-/* Adds one row of the lanes in mask, which has all bits set in each active lane. The other lanes read as
-   0 and no memory past them is touched. */
-static inline void lane_state_add_masked(lane_state *s, const float *p, __m256i mask, __m256i offset)
-{
-    __m256 x = _mm256_maskload_ps(p, mask);
-    lane_state_add(s, x, _mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
-                   offset);
+    return _mm256_castsi256_ps(_mm256_set1_epi32((int)r));
 }
 
 /* Packs two vectors of 64-bit lane masks into one vector of 32-bit lane masks, in lane order. */
@@ -117,55 +106,119 @@ static size_t first_nan_row(const float *column, size_t row_stride, size_t count
     return 0;
 }
 
-/* Folds the lanes that saw NaN in this block: only their first NaN token can change the statistics. */
-static void fold_nan_lanes(float *max_abs, uint64_t *argmax_token, int nan_lanes, const float *block,
-                           size_t row_stride, size_t count, uint64_t block_token)
+/* Sums the squares of a column of count rows in double, in token order. A float squared is exact in
+   double and neither overflows nor underflows there, so each add rounds once. */
+static double column_sum_squares(const float *column, size_t row_stride, size_t count)
 {
+    double sum = 0.0;
+    for (size_t t = 0; t < count; t++) {
+        const double value = column[t * row_stride];
+        sum += value * value;
+    }
+    return sum;
+}
+
+/* Adds a group's float sums of 8 channels to sum_squares. */
+static inline void add_sums(double *sum_squares, __m256 sum)
+{
+    __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(sum));
+    __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(sum, 1));
+    _mm256_storeu_pd(sum_squares, _mm256_add_pd(_mm256_loadu_pd(sum_squares), low));
+    _mm256_storeu_pd(sum_squares + 4, _mm256_add_pd(_mm256_loadu_pd(sum_squares + 4), high));
+}
+
+/* Returns the lanes (movemask bits) whose float sum cannot simply be added: NaN, +Inf although max is
+   finite (a square or the sum overflowed), or below count * SINKKIT_RESCUE_FLOOR although max is not 0
+   (squares may have lost bits to underflow). A sum outside [floor, Inf) equals max only for a group
+   of zeros (both 0) or one with an infinity (both Inf), and those sums are exact. A sum below the
+   floor is below max whenever max > 0. */
+static inline int unusual_lanes(const lane_state *s, size_t count)
+{
+    const __m256 floor = _mm256_set1_ps((float)((double)count * SINKKIT_RESCUE_FLOOR));
+    __m256 outside = _mm256_or_ps(_mm256_cmp_ps(s->sum, floor, _CMP_NGE_UQ),
+                                  _mm256_cmp_ps(s->sum, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ));
+    return _mm256_movemask_ps(_mm256_and_ps(outside, _mm256_cmp_ps(s->sum, s->max, _CMP_NEQ_UQ)));
+}
+
+/* Folds the lanes in reached, whose group max is at least the running max, by the rules of
+   sinkkit_channel_fold(): a greater max wins, an equal one only with an earlier token. */
+static inline void fold_reached(float *max_abs, uint64_t *argmax_token, const lane_state *s, __m256 running,
+                                __m256 reached, uint64_t group_token)
+{
+    const __m256i base = _mm256_set1_epi64x((long long)group_token);
+    __m256i offset = _mm256_castps_si256(s->offset);
+    __m256i group_low = _mm256_add_epi64(base, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(offset)));
+    __m256i group_high = _mm256_add_epi64(base, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(offset, 1)));
+    __m256i stored_low = _mm256_loadu_si256((const __m256i *)argmax_token);
+    __m256i stored_high = _mm256_loadu_si256((const __m256i *)(argmax_token + 4));
+
+    __m256 tie = _mm256_and_ps(reached, _mm256_cmp_ps(s->max, running, _CMP_EQ_OQ));
+    __m256 earlier = pack_masks(less_u64(group_low, stored_low), less_u64(group_high, stored_high));
+    __m256 update = _mm256_or_ps(_mm256_andnot_ps(tie, reached), _mm256_and_ps(tie, earlier));
+    if (!_mm256_movemask_ps(update))
+        return;
+
+    _mm256_storeu_ps(max_abs, _mm256_blendv_ps(running, s->max, update));
+    __m256d new_low = _mm256_blendv_pd(_mm256_castsi256_pd(stored_low), _mm256_castsi256_pd(group_low),
+                                       _mm256_castsi256_pd(widen_mask_low(update)));
+    __m256d new_high = _mm256_blendv_pd(_mm256_castsi256_pd(stored_high), _mm256_castsi256_pd(group_high),
+                                        _mm256_castsi256_pd(widen_mask_high(update)));
+    _mm256_storeu_pd((double *)argmax_token, new_low);
+    _mm256_storeu_pd((double *)(argmax_token + 4), new_high);
+}
+
+/* Folds the maxima of the lanes in numbers (all bits set in lanes without NaN). Ordered compares are
+   false against a NaN running max, which therefore stays. Once a stream is under way, most groups
+   neither beat nor tie the running max, and then nothing more is read or written. */
+static inline void fold_maxima(float *max_abs, uint64_t *argmax_token, const lane_state *s, __m256 numbers,
+                               uint64_t group_token)
+{
+    __m256 running = _mm256_loadu_ps(max_abs);
+    __m256 reached = _mm256_and_ps(numbers, _mm256_cmp_ps(s->max, running, _CMP_GE_OQ));
+    if (_mm256_movemask_ps(reached))
+        fold_reached(max_abs, argmax_token, s, running, reached, group_token);
+}
+
+/* Folds a group with unusual lanes. NaN lanes add their NaN sum and record their first NaN; the others
+   among the unusual lanes are summed again in double from the input. */
+static __attribute__((noinline)) void fold_unusual_group(float *max_abs, uint64_t *argmax_token,
+                                                         double *sum_squares, const lane_state *s, int unusual,
+                                                         const float *group, size_t row_stride, size_t count,
+                                                         uint64_t group_token)
+{
+    const __m256 nan_lanes = _mm256_cmp_ps(s->sum, s->sum, _CMP_UNORD_Q);
+    const int nan_bits = _mm256_movemask_ps(nan_lanes);
+
+    float sums[LANES];
+    _mm256_storeu_ps(sums, s->sum);
     for (unsigned lane = 0; lane < LANES; lane++) {
-        if (!(nan_lanes & (1 << lane)))
+        const bool rescue = (unusual & ~nan_bits) & (1 << lane);
+        sum_squares[lane] += rescue ? column_sum_squares(group + lane, row_stride, count) : (double)sums[lane];
+    }
+
+    fold_maxima(max_abs, argmax_token, s, _mm256_andnot_ps(nan_lanes, _mm256_castsi256_ps(_mm256_set1_epi32(-1))),
+                group_token);
+    for (unsigned lane = 0; lane < LANES; lane++) {
+        if (!(nan_bits & (1 << lane)))
             continue;
-        uint64_t nan_token = block_token + first_nan_row(block + lane, row_stride, count);
+        uint64_t nan_token = group_token + first_nan_row(group + lane, row_stride, count);
         sinkkit_channel_fold(&max_abs[lane], &argmax_token[lane], 0.0f, SINKKIT_NO_TOKEN, nan_token);
     }
 }
 
-/* Folds one block's state of 8 channels into the caller's arrays by the rules of sinkkit_channel_fold().
-   block is the lanes' first value in the block's first row, global token block_token. */
-static inline void fold_lanes(float *max_abs, uint64_t *argmax_token, double *sum_squares, const lane_state *s,
-                              const float *block, size_t row_stride, size_t count, uint64_t block_token)
+/* Folds one group's state of 8 channels into the caller's arrays. group is the lanes' first value in
+   the group's first row, global token group_token. */
+static inline void fold_group(float *max_abs, uint64_t *argmax_token, double *sum_squares, const lane_state *s,
+                              const float *group, size_t row_stride, size_t count, uint64_t group_token)
 {
-    _mm256_storeu_pd(sum_squares, _mm256_add_pd(_mm256_loadu_pd(sum_squares), s->sum_low));
-    _mm256_storeu_pd(sum_squares + 4, _mm256_add_pd(_mm256_loadu_pd(sum_squares + 4), s->sum_high));
+    const int unusual = unusual_lanes(s, count);
+    if (unusual) {
+        fold_unusual_group(max_abs, argmax_token, sum_squares, s, unusual, group, row_stride, count, group_token);
+        return;
+    }
 
-    __m256 nan_lanes = pack_masks(_mm256_castpd_si256(_mm256_cmp_pd(s->sum_low, s->sum_low, _CMP_UNORD_Q)),
-                                  _mm256_castpd_si256(_mm256_cmp_pd(s->sum_high, s->sum_high, _CMP_UNORD_Q)));
-
-    __m256 running = _mm256_loadu_ps(max_abs);
-    __m256i token_low = _mm256_loadu_si256((const __m256i *)argmax_token);
-    __m256i token_high = _mm256_loadu_si256((const __m256i *)(argmax_token + 4));
-
-    const __m256i base = _mm256_set1_epi64x((long long)block_token);
-    __m256i block_low = _mm256_add_epi64(base, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(s->offset)));
-    __m256i block_high = _mm256_add_epi64(base, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(s->offset, 1)));
-
-    __m256 earlier = pack_masks(less_u64(block_low, token_low), less_u64(block_high, token_high));
-    /* Ordered compares are false against a NaN running max, which therefore stays. */
-    __m256 greater = _mm256_cmp_ps(s->max, running, _CMP_GT_OQ);
-    __m256 equal = _mm256_cmp_ps(s->max, running, _CMP_EQ_OQ);
-    __m256 update = _mm256_andnot_ps(nan_lanes, _mm256_or_ps(greater, _mm256_and_ps(equal, earlier)));
-
-    _mm256_storeu_ps(max_abs, _mm256_blendv_ps(running, s->max, update));
-    __m256i new_low = _mm256_castpd_si256(_mm256_blendv_pd(
-        _mm256_castsi256_pd(token_low), _mm256_castsi256_pd(block_low), _mm256_castsi256_pd(widen_mask_low(update))));
-    __m256i new_high = _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(token_high),
-                                                            _mm256_castsi256_pd(block_high),
-                                                            _mm256_castsi256_pd(widen_mask_high(update))));
-    _mm256_storeu_si256((__m256i *)argmax_token, new_low);
-    _mm256_storeu_si256((__m256i *)(argmax_token + 4), new_high);
-
-    int nan_mask = _mm256_movemask_ps(nan_lanes);
-    if (nan_mask)
-        fold_nan_lanes(max_abs, argmax_token, nan_mask, block, row_stride, count, block_token);
+    add_sums(sum_squares, s->sum);
+    fold_maxima(max_abs, argmax_token, s, _mm256_castsi256_ps(_mm256_set1_epi32(-1)), group_token);
 }
 
 static void copy_stats_in(lane_stats *local, const float *max_abs, const uint64_t *argmax_token,
@@ -185,74 +238,78 @@ static void copy_stats_out(const lane_stats *local, float *max_abs, uint64_t *ar
     memcpy(sum_squares, local->sum_squares, lanes * sizeof *sum_squares);
 }
 
-/* Walks TILE_CHANNELS channels down the count rows of a block and folds them. */
-static void process_tile(float *max_abs, uint64_t *argmax_token, double *sum_squares, const float *block,
-                         size_t row_stride, size_t count, uint64_t block_token)
+/* Walks STEP_CHANNELS channels down the count rows of a group and folds them. Inlined with a constant
+   count for full groups. A prefetch never faults, so running past the last channel is harmless. */
+static inline __attribute__((always_inline)) void process_step(float *max_abs, uint64_t *argmax_token,
+                                                               double *sum_squares, const float *group,
+                                                               size_t row_stride, size_t count,
+                                                               uint64_t group_token)
 {
-    lane_state s[TILE_VECTORS];
-    for (int v = 0; v < TILE_VECTORS; v++)
+    lane_state s[STEP_VECTORS];
+    for (int v = 0; v < STEP_VECTORS; v++)
         s[v] = lane_state_start();
 
-    __m256i offset = _mm256_setzero_si256();
-    const __m256i increment = _mm256_set1_epi32(1);
-    for (size_t t = 0; t < count; t++) {
-        const float *row = block + t * row_stride;
-
-        /* The next tile's 96 bytes span at most 3 lines, and prefetches 48 bytes apart reach each of
-           them. A prefetch never faults, so running past the last channel is harmless. */
+    for (size_t r = 0; r < count; r++) {
+        const float *row = group + r * row_stride;
         _mm_prefetch((const char *)(row + PREFETCH_FLOATS), _MM_HINT_T0);
-        _mm_prefetch((const char *)(row + PREFETCH_FLOATS + TILE_CHANNELS / 2), _MM_HINT_T0);
-        _mm_prefetch((const char *)(row + PREFETCH_FLOATS + TILE_CHANNELS - 1), _MM_HINT_T0);
-
-        for (int v = 0; v < TILE_VECTORS; v++)
-            lane_state_add_row(&s[v], row + v * LANES, offset);
-        offset = _mm256_add_epi32(offset, increment);
+        _mm_prefetch((const char *)(row + PREFETCH_FLOATS + 2 * LANES), _MM_HINT_T0);
+        for (int v = 0; v < STEP_VECTORS; v++)
+            lane_state_add(&s[v], _mm256_loadu_ps(row + v * LANES), row_index(r));
     }
 
-    for (int v = 0; v < TILE_VECTORS; v++)
-        fold_lanes(max_abs + v * LANES, argmax_token + v * LANES, sum_squares + v * LANES, &s[v], block + v * LANES,
-                   row_stride, count, block_token);
+    for (int v = 0; v < STEP_VECTORS; v++)
+        fold_group(max_abs + v * LANES, argmax_token + v * LANES, sum_squares + v * LANES, &s[v], group + v * LANES,
+                   row_stride, count, group_token);
 }
 
-/* Walks one vector of 1 to 8 channels down the count rows of a block and folds it. */
-static void process_vector(float *max_abs, uint64_t *argmax_token, double *sum_squares, size_t lanes,
-                           const float *block, size_t row_stride, size_t count, uint64_t block_token)
+/* Walks one vector of 8 channels down the count rows of a group and folds it. */
+static void process_vector(float *max_abs, uint64_t *argmax_token, double *sum_squares, const float *group,
+                           size_t row_stride, size_t count, uint64_t group_token)
 {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     lane_state s = lane_state_start();
+    for (size_t r = 0; r < count; r++)
+        lane_state_add(&s, _mm256_loadu_ps(group + r * row_stride), row_index(r));
 
-    __m256i offset = _mm256_setzero_si256();
-    const __m256i increment = _mm256_set1_epi32(1);
-    for (size_t t = 0; t < count; t++) {
-        lane_state_add_masked(&s, block + t * row_stride, mask, offset);
-        offset = _mm256_add_epi32(offset, increment);
-    }
+    fold_group(max_abs, argmax_token, sum_squares, &s, group, row_stride, count, group_token);
+}
 
-    if (lanes == LANES) {
-        fold_lanes(max_abs, argmax_token, sum_squares, &s, block, row_stride, count, block_token);
-        return;
-    }
+/* Walks the last 1 to 7 channels of a group through copies padded with zeros: no masked loads, which
+   some emulators fault on when a masked-off lane crosses into an unmapped page. Padding lanes read 0,
+   never report NaN, and nothing of them is copied back. */
+static void process_partial_vector(float *max_abs, uint64_t *argmax_token, double *sum_squares, size_t lanes,
+                                   const float *group, size_t row_stride, size_t count, uint64_t group_token)
+{
+    float rows[GROUP_TOKENS][LANES];
+    memset(rows, 0, sizeof rows);
+    for (size_t r = 0; r < count; r++)
+        memcpy(rows[r], group + r * row_stride, lanes * sizeof(float));
 
-    /* The padding lanes read 0, so they never report NaN, and nothing of them is copied back. */
     lane_stats local;
     copy_stats_in(&local, max_abs, argmax_token, sum_squares, lanes);
-    fold_lanes(local.max_abs, local.argmax_token, local.sum_squares, &s, block, row_stride, count, block_token);
+    process_vector(local.max_abs, local.argmax_token, local.sum_squares, &rows[0][0], LANES, count, group_token);
     copy_stats_out(&local, max_abs, argmax_token, sum_squares, lanes);
 }
 
-/* Processes every channel of the count rows of a block that starts at global token block_token. */
-static void process_block(float *max_abs, uint64_t *argmax_token, double *sum_squares, size_t channels,
-                          const float *block, size_t row_stride, size_t count, uint64_t block_token)
+/* Processes width channels of the count rows of a group that starts at global token group_token. */
+static void process_group(float *max_abs, uint64_t *argmax_token, double *sum_squares, size_t width,
+                          const float *group, size_t row_stride, size_t count, uint64_t group_token)
 {
     size_t c = 0;
-    for (; c + TILE_CHANNELS <= channels; c += TILE_CHANNELS)
-        process_tile(max_abs + c, argmax_token + c, sum_squares + c, block + c, row_stride, count, block_token);
-
-    for (; c < channels; c += LANES) {
-        const size_t lanes = channels - c < LANES ? channels - c : LANES;
-        process_vector(max_abs + c, argmax_token + c, sum_squares + c, lanes, block + c, row_stride, count,
-                       block_token);
+    if (count == GROUP_TOKENS) {
+        for (; c + STEP_CHANNELS <= width; c += STEP_CHANNELS)
+            process_step(max_abs + c, argmax_token + c, sum_squares + c, group + c, row_stride, GROUP_TOKENS,
+                         group_token);
+    } else {
+        for (; c + STEP_CHANNELS <= width; c += STEP_CHANNELS)
+            process_step(max_abs + c, argmax_token + c, sum_squares + c, group + c, row_stride, count, group_token);
     }
+
+    for (; c + LANES <= width; c += LANES)
+        process_vector(max_abs + c, argmax_token + c, sum_squares + c, group + c, row_stride, count, group_token);
+
+    if (c < width)
+        process_partial_vector(max_abs + c, argmax_token + c, sum_squares + c, width - c, group + c, row_stride,
+                               count, group_token);
 }
 
 /* Folds 8 values of one row (global token) by the reference's rule, one lane at a time: the path for
@@ -342,9 +399,12 @@ void sinkkit_channel_stats_update_f32_avx2(float *max_abs, uint64_t *argmax_toke
         return;
     }
 
-    for (size_t t = 0; t < tokens; t += BLOCK_TOKENS) {
-        const size_t count = tokens - t < BLOCK_TOKENS ? tokens - t : BLOCK_TOKENS;
-        process_block(max_abs, argmax_token, sum_squares, channels, a + t * row_stride, row_stride, count,
-                      first_token + t);
+    for (size_t c = 0; c < channels; c += CHUNK_CHANNELS) {
+        const size_t width = channels - c < CHUNK_CHANNELS ? channels - c : CHUNK_CHANNELS;
+        for (size_t t = 0; t < tokens; t += GROUP_TOKENS) {
+            const size_t count = tokens - t < GROUP_TOKENS ? tokens - t : GROUP_TOKENS;
+            process_group(max_abs + c, argmax_token + c, sum_squares + c, width, a + t * row_stride + c,
+                          row_stride, count, first_token + t);
+        }
     }
 }

@@ -1,5 +1,7 @@
 /* Head-wise RMSNorm for AVX2: 8-lane float sums of squares flushed into double, then (x * r) * gamma. */
+#include <float.h>
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "kernels.h"
 
@@ -11,9 +13,20 @@ enum {
     BLOCK_VECTORS = 16,
     BLOCK = LANES * BLOCK_VECTORS,
     STEP = 4 * LANES,
-    /* Vectors whose r are computed together, so that their square roots and divisions share
-       instructions. */
-    GROUP_VECTORS = 4
+    /* Vectors whose sums of squares are reduced and whose r are computed together, so that horizontal
+       sums, square roots and divisions share instructions. */
+    GROUP_VECTORS = 4,
+    /* Vectors between the one being measured and the one being scaled. Their scaling covers the
+       latency of a group's reductions, square root and division (an estimated 70 cycles on Zen 5),
+       and their x (8 KiB at head_dim 128) stays in L1 until its second read. A multiple of
+       GROUP_VECTORS. */
+    LOOKAHEAD = 16,
+    /* Slots for r of the vectors in flight: at least LOOKAHEAD + GROUP_VECTORS, a multiple of
+       GROUP_VECTORS. */
+    RING = 32,
+    /* Bytes of x that the streaming variant prefetches ahead of the vector being measured, as in the
+       AVX-512 kernel. */
+    STREAMING_PREFETCH = 16 * 1024
 };
 
 /* Loads x[0..count), count < 8, with +0 in the other lanes, exactly as a masked load would, but
@@ -35,54 +48,16 @@ static inline void store_tail(float *y, size_t count, __m256 v)
         y[k] = lanes[k];
 }
 
-/* Adds the four float accumulators pairwise and folds the 8-lane partial into the double total. */
-static inline __m256d flush_partial(__m256d total, __m256 a0, __m256 a1, __m256 a2, __m256 a3)
+/* Returns the 8-lane float partial of the squares of x[0..n), 0 < n <= BLOCK, with at most 6 roundings
+   per lane. */
+static inline __attribute__((always_inline)) __m256 block_partial(const float *x, size_t n)
 {
-    __m256 partial = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-
-    __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(partial));
-    __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(partial, 1));
-    return _mm256_add_pd(total, _mm256_add_pd(low, high));
-}
-
-static double reduce_total(__m256d total)
-{
-    __m128d pair = _mm_add_pd(_mm256_castpd256_pd128(total), _mm256_extractf128_pd(total, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)));
-}
-
-static double sum_squares(const float *x, size_t n)
-{
-    __m256d total = _mm256_setzero_pd();
-    size_t i = 0;
-
-    for (; i + BLOCK <= n; i += BLOCK) {
-        __m256 a0 = _mm256_setzero_ps();
-        __m256 a1 = _mm256_setzero_ps();
-        __m256 a2 = _mm256_setzero_ps();
-        __m256 a3 = _mm256_setzero_ps();
-        for (size_t j = i; j < i + BLOCK; j += STEP) {
-            __m256 v0 = _mm256_loadu_ps(x + j);
-            __m256 v1 = _mm256_loadu_ps(x + j + LANES);
-            __m256 v2 = _mm256_loadu_ps(x + j + 2 * LANES);
-            __m256 v3 = _mm256_loadu_ps(x + j + 3 * LANES);
-            a0 = _mm256_fmadd_ps(v0, v0, a0);
-            a1 = _mm256_fmadd_ps(v1, v1, a1);
-            a2 = _mm256_fmadd_ps(v2, v2, a2);
-            a3 = _mm256_fmadd_ps(v3, v3, a3);
-        }
-        total = flush_partial(total, a0, a1, a2, a3);
-    }
-
-    if (i == n)
-        return reduce_total(total);
-
-    /* The last block has fewer than 16 whole vectors: at most 3 steps of 4, then up to 3 single vectors
-       and the tail, so no accumulator takes more than 4 vectors here either. */
     __m256 a0 = _mm256_setzero_ps();
     __m256 a1 = _mm256_setzero_ps();
     __m256 a2 = _mm256_setzero_ps();
     __m256 a3 = _mm256_setzero_ps();
+    size_t i = 0;
+
     for (; i + STEP <= n; i += STEP) {
         __m256 v0 = _mm256_loadu_ps(x + i);
         __m256 v1 = _mm256_loadu_ps(x + i + LANES);
@@ -94,6 +69,8 @@ static double sum_squares(const float *x, size_t n)
         a3 = _mm256_fmadd_ps(v3, v3, a3);
     }
 
+    /* Unless n == BLOCK, at most 3 steps of 4 vectors were taken: up to 3 whole vectors and the tail
+       follow, one per accumulator, so none takes more than 4 vectors. */
     if (i + LANES <= n) {
         __m256 v = _mm256_loadu_ps(x + i);
         a0 = _mm256_fmadd_ps(v, v, a0);
@@ -116,129 +93,446 @@ static double sum_squares(const float *x, size_t n)
         a3 = _mm256_fmadd_ps(v, v, a3);
     }
 
-    total = flush_partial(total, a0, a1, a2, a3);
-    return reduce_total(total);
+    return _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
 }
 
-/* y = x * r, multiplied and rounded once per element. */
-static void scale(const float *x, float *y, size_t n, float r)
+/* Converts an 8-lane float partial to doubles (exactly) and adds them to total. */
+static inline __m256d flush_partial(__m256d total, __m256 partial)
+{
+    __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(partial));
+    __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(partial, 1));
+    return _mm256_add_pd(total, _mm256_add_pd(low, high));
+}
+
+/* Sum of squares of a vector of any length: one float partial per block, each flushed into double. */
+static double sum_squares(const float *x, size_t n)
+{
+    __m256d total = _mm256_setzero_pd();
+    size_t i = 0;
+
+    for (; i + BLOCK <= n; i += BLOCK)
+        total = flush_partial(total, block_partial(x + i, BLOCK));
+    if (i < n)
+        total = flush_partial(total, block_partial(x + i, n - i));
+
+    __m128d pair = _mm_add_pd(_mm256_castpd256_pd128(total), _mm256_extractf128_pd(total, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)));
+}
+
+/* Adds neighbouring lanes in float: 128-bit lane k of the result is [a0 + a1, a2 + a3, b0 + b1, b2 + b3]
+   of lane k of a and b. Both operands go through the same additions, so a vector's result does not
+   depend on its slot. */
+static inline __m256 add_lane_pairs(__m256 a, __m256 b)
+{
+    return _mm256_add_ps(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xDD));
+}
+
+/* Reduces four block partials to the four sums [p0, p1, p2, p3] in double: two more float roundings
+   (8 in all, within SINKKIT_FLOAT_PARTIAL_ROUNDINGS), then each vector's two 128-bit lanes are added
+   in double. */
+static inline __m256d reduce_four(__m256 p0, __m256 p1, __m256 p2, __m256 p3)
+{
+    /* 128-bit lane k contains one float partial of each of p0..p3, for their lanes 4k..4k+3. */
+    __m256 quads = add_lane_pairs(add_lane_pairs(p0, p1), add_lane_pairs(p2, p3));
+
+    __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(quads));
+    __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(quads, 1));
+    return _mm256_add_pd(low, high);
+}
+
+/* r of the vectors in flight, rounded to float, and which of them need the shared rescue. Vector k of
+   a run uses slot k % RING. */
+typedef struct r_ring {
+    float rf[RING];
+    /* Bit j of entry q set: the vector in slot 4 q + j takes the shared rescue path. One entry per
+       group, written whole, so that testing a bit waits only for that group's r, not for the newest. */
+    uint8_t rescue[RING / GROUP_VECTORS];
+} r_ring;
+
+/* Computes r = sinkkit_rms_inverse() and the decision of sinkkit_rms_needs_rescue() for the sums s of
+   the count <= 4 vectors from ring slot first (a multiple of 4) on. Each lane performs the same
+   correctly rounded operations in the same order (divide, add, square root, divide), and the ordered
+   compares are false for NaN as the scalar comparisons are, so every lane equals the scalar calls bit
+   for bit. */
+static inline __attribute__((always_inline)) void group_inverse(r_ring *ring, size_t first, __m256d s,
+                                                                size_t count, size_t n, float eps)
+{
+    /* Unused slots get a harmless mean square of 1. */
+    const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
+    const __m256d unused = _mm256_castsi256_pd(_mm256_cmpgt_epi64(lane, _mm256_set1_epi64x((long long)count - 1)));
+    s = _mm256_blendv_pd(s, _mm256_set1_pd((double)n), unused);
+
+    /* For a power-of-two n, multiplying by 1 / n gives the quotient exactly whenever it matters. A sum
+       that passes the rescue test is a normal double, so scaling it by 2^-k neither rounds nor
+       underflows, and for any other sum r is not used. The multiplication has a quarter of the
+       division's latency, which lies on the path from the sums to the scaling. */
+    const bool power_of_two = (n & (n - 1)) == 0;
+    __m256d mean = power_of_two ? _mm256_mul_pd(s, _mm256_set1_pd(1.0 / (double)n))
+                                : _mm256_div_pd(s, _mm256_set1_pd((double)n));
+    __m256d root = _mm256_sqrt_pd(_mm256_add_pd(mean, _mm256_set1_pd((double)eps)));
+    __m256d r = _mm256_div_pd(_mm256_set1_pd(1.0), root);
+
+    __m256d trusted = _mm256_cmp_pd(s, _mm256_set1_pd((double)n * SINKKIT_RESCUE_FLOOR), _CMP_GE_OQ);
+    trusted = _mm256_and_pd(trusted, _mm256_cmp_pd(s, _mm256_set1_pd(DBL_MAX), _CMP_LE_OQ));
+    trusted = _mm256_and_pd(trusted, _mm256_cmp_pd(r, _mm256_set1_pd(FLT_MIN), _CMP_GE_OQ));
+    trusted = _mm256_and_pd(trusted, _mm256_cmp_pd(r, _mm256_set1_pd(FLT_MAX), _CMP_LE_OQ));
+
+    _mm_storeu_ps(ring->rf + first, _mm256_cvtpd_ps(r));
+    ring->rescue[first / GROUP_VECTORS] = (uint8_t)(~_mm256_movemask_pd(trusted) & 0xF);
+}
+
+/* y = (x * r) * g with two roundings in that order and no FMA, so every ISA rounds the same way;
+   y = x * r when g is NULL. */
+static inline __attribute__((always_inline)) __m256 scaled(__m256 x, __m256 rv, const float *g)
+{
+    __m256 xr = _mm256_mul_ps(x, rv);
+    if (g == NULL)
+        return xr;
+    return _mm256_mul_ps(xr, _mm256_loadu_ps(g));
+}
+
+/* The same for the count < 8 elements of a tail. */
+static inline __attribute__((always_inline)) __m256 scaled_tail(__m256 x, __m256 rv, const float *g,
+                                                                size_t count)
+{
+    __m256 xr = _mm256_mul_ps(x, rv);
+    if (g == NULL)
+        return xr;
+    return _mm256_mul_ps(xr, load_tail(g, count));
+}
+
+/* Writes y[0..n) with ordinary stores. */
+static inline __attribute__((always_inline)) void scale_vector(const float *x, float *y, const float *g,
+                                                               size_t n, float r)
 {
     const __m256 rv = _mm256_set1_ps(r);
     size_t i = 0;
 
-    for (; i + 2 * LANES <= n; i += 2 * LANES) {
-        __m256 v0 = _mm256_loadu_ps(x + i);
-        __m256 v1 = _mm256_loadu_ps(x + i + LANES);
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(v0, rv));
-        _mm256_storeu_ps(y + i + LANES, _mm256_mul_ps(v1, rv));
-    }
-    if (i + LANES <= n) {
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), rv));
-        i += LANES;
-    }
+    for (; i + LANES <= n; i += LANES)
+        _mm256_storeu_ps(y + i, scaled(_mm256_loadu_ps(x + i), rv, g == NULL ? NULL : g + i));
 
     if (i < n)
-        store_tail(y + i, n - i, _mm256_mul_ps(load_tail(x + i, n - i), rv));
+        store_tail(y + i, n - i, scaled_tail(load_tail(x + i, n - i), rv, g == NULL ? NULL : g + i, n - i));
 }
 
-/* y = (x * r) * g with two roundings in that order and no FMA, so every ISA rounds the same way. */
-static void scale_gamma(const float *x, float *y, const float *g, size_t n, float r)
+/* Writes y[0..n) with non-temporal stores for the whole 32-byte-aligned blocks and ordinary stores for
+   the elements at either end. Every element gets the same value as from scale_vector(). */
+static inline __attribute__((always_inline)) void scale_vector_streaming(const float *x, float *y,
+                                                                         const float *g, size_t n, float r)
 {
     const __m256 rv = _mm256_set1_ps(r);
+    const size_t misalignment = ((uintptr_t)y % 32) / sizeof(float);
+    size_t head = misalignment == 0 ? 0 : LANES - misalignment;
+    /* A y that is not even float-aligned has no aligned blocks: use ordinary stores throughout. */
+    if (head > n || (uintptr_t)y % sizeof(float) != 0)
+        head = n;
+
     size_t i = 0;
-
-    for (; i + 2 * LANES <= n; i += 2 * LANES) {
-        __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(x + i), rv);
-        __m256 v1 = _mm256_mul_ps(_mm256_loadu_ps(x + i + LANES), rv);
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(v0, _mm256_loadu_ps(g + i)));
-        _mm256_storeu_ps(y + i + LANES, _mm256_mul_ps(v1, _mm256_loadu_ps(g + i + LANES)));
-    }
-    if (i + LANES <= n) {
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), rv);
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(v, _mm256_loadu_ps(g + i)));
-        i += LANES;
+    for (; i + LANES <= head; i += LANES)
+        _mm256_storeu_ps(y + i, scaled(_mm256_loadu_ps(x + i), rv, g == NULL ? NULL : g + i));
+    if (i < head) {
+        const size_t count = head - i;
+        store_tail(y + i, count, scaled_tail(load_tail(x + i, count), rv, g == NULL ? NULL : g + i, count));
+        i = head;
     }
 
-    if (i < n) {
-        __m256 v = _mm256_mul_ps(load_tail(x + i, n - i), rv);
-        store_tail(y + i, n - i, _mm256_mul_ps(v, load_tail(g + i, n - i)));
-    }
+    for (; i + LANES <= n; i += LANES)
+        _mm256_stream_ps(y + i, scaled(_mm256_loadu_ps(x + i), rv, g == NULL ? NULL : g + i));
+
+    if (i < n)
+        store_tail(y + i, n - i, scaled_tail(load_tail(x + i, n - i), rv, g == NULL ? NULL : g + i, n - i));
 }
 
-/* Up to GROUP_VECTORS vectors between the two passes. g and r_out may be NULL. */
-typedef struct vector_group {
+/* The call's arguments. Vectors are visited in memory order, as runs along the inner dimension: tokens
+   when the layout is head-major, heads otherwise. A run continues into the next outer index when the
+   outer stride equals the inner count times the inner stride, as in contiguous layouts. */
+typedef struct rmsnorm_call {
+    const sinkkit_head_layout *layout;
+    const float *x;
+    float *y;
+    const float *gamma;
+    sinkkit_gamma_kind gamma_kind;
+    float eps;
+    float *inv_rms;
+    bool heads_outer;
+} rmsnorm_call;
+
+/* Vectors at x + k * stride and y + k * stride for k < count. The first one is (token, head). */
+typedef struct vector_run {
+    const float *x;
+    float *y;
+    size_t stride;
     size_t count;
-    const float *x[GROUP_VECTORS];
-    float *y[GROUP_VECTORS];
-    const float *g[GROUP_VECTORS];
-    float *r_out[GROUP_VECTORS];
-} vector_group;
+    size_t token;
+    size_t head;
+} vector_run;
 
-/* Computes sinkkit_rms_inverse() for 4 sums at once. Each lane performs the same correctly rounded
-   operations in the same order (divide, add, square root, divide), so it equals the scalar call bit
-   for bit, at a fraction of the cost of 4 scalar square roots and 8 divisions. */
-static void group_inverse(const double s[GROUP_VECTORS], size_t n, float eps, double r[GROUP_VECTORS])
+/* Token and head of the vector being finished. */
+typedef struct vector_position {
+    size_t token;
+    size_t head;
+} vector_position;
+
+static inline __attribute__((always_inline)) void next_position(const rmsnorm_call *call, vector_position *at)
 {
-    __m256d mean = _mm256_div_pd(_mm256_loadu_pd(s), _mm256_set1_pd((double)n));
-    __m256d root = _mm256_sqrt_pd(_mm256_add_pd(mean, _mm256_set1_pd((double)eps)));
-    _mm256_storeu_pd(r, _mm256_div_pd(_mm256_set1_pd(1.0), root));
+    if (call->heads_outer) {
+        if (++at->token == call->layout->tokens) {
+            at->token = 0;
+            at->head++;
+        }
+    } else if (++at->head == call->layout->heads) {
+        at->head = 0;
+        at->token++;
+    }
 }
 
-static void normalise_group(const vector_group *v, size_t n, float eps)
+/* Computes the sums of squares and r of the count <= 4 vectors from index first of run v, into the
+   ring from slot first % RING. */
+static inline __attribute__((always_inline)) void measure_group(const rmsnorm_call *call, const vector_run *v,
+                                                                r_ring *ring, size_t first, size_t count,
+                                                                size_t n)
 {
-    /* Unused slots get n, a harmless mean square of 1. */
-    double s[GROUP_VECTORS];
-    double r[GROUP_VECTORS];
-    for (size_t j = 0; j < GROUP_VECTORS; j++)
-        s[j] = j < v->count ? sum_squares(v->x[j], n) : (double)n;
-    group_inverse(s, n, eps, r);
+    const float *x = v->x + first * v->stride;
 
-    for (size_t j = 0; j < v->count; j++) {
-        if (sinkkit_rms_needs_rescue(s[j], n, r[j])) {
-            sinkkit_rmsnorm_vector_rescue(v->x[j], v->y[j], v->g[j], n, eps, v->r_out[j]);
-            continue;
-        }
-
-        const float rf = (float)r[j];
-        if (v->g[j] == NULL)
-            scale(v->x[j], v->y[j], n, rf);
-        else
-            scale_gamma(v->x[j], v->y[j], v->g[j], n, rf);
-        if (v->r_out[j] != NULL)
-            *v->r_out[j] = rf;
+    if (n > BLOCK) {
+        double s[GROUP_VECTORS] = {0};
+        for (size_t j = 0; j < count; j++)
+            s[j] = sum_squares(x + j * v->stride, n);
+        group_inverse(ring, first % RING, _mm256_loadu_pd(s), count, n, call->eps);
+        return;
     }
+
+    __m256 p[GROUP_VECTORS];
+    for (size_t j = 0; j < GROUP_VECTORS; j++)
+        p[j] = j < count ? block_partial(x + j * v->stride, n) : _mm256_setzero_ps();
+    group_inverse(ring, first % RING, reduce_four(p[0], p[1], p[2], p[3]), count, n, call->eps);
+}
+
+/* Passes the vectors of run v from index first on whose bits are set in due (bit j for vector first + j)
+   to the shared rescue. Kept out of line so that the rare call does not make the compiler save the
+   vector registers of the main loop. */
+static __attribute__((noinline, cold)) void rescue_vectors(const rmsnorm_call *call, const vector_run *v,
+                                                           size_t first, uint32_t due, size_t n)
+{
+    const sinkkit_head_layout *l = call->layout;
+    const size_t inner_count = call->heads_outer ? l->tokens : l->heads;
+    const size_t start_inner = call->heads_outer ? v->token : v->head;
+    const size_t start_outer = call->heads_outer ? v->head : v->token;
+
+    for (size_t j = 0; due != 0; j++, due >>= 1) {
+        if (!(due & 1u))
+            continue;
+        const size_t k = first + j;
+        const size_t inner = (start_inner + k) % inner_count;
+        const size_t outer = start_outer + (start_inner + k) / inner_count;
+        const size_t t = call->heads_outer ? inner : outer;
+        const size_t h = call->heads_outer ? outer : inner;
+        float *r_out = call->inv_rms != NULL ? call->inv_rms + t * l->heads + h : NULL;
+        sinkkit_rmsnorm_vector_rescue(v->x + k * v->stride, v->y + k * v->stride,
+                                      sinkkit_gamma_row(call->gamma, call->gamma_kind, h, n), n, call->eps, r_out);
+    }
+}
+
+/* Writes y and inv_rms of vector k of run v from its r in the ring, unless the vector is due for the
+   rescue (rescue_vectors() handles it then). at is followed when track is set. */
+static inline __attribute__((always_inline)) void finish_vector(const rmsnorm_call *call, const vector_run *v,
+                                                                size_t k, const r_ring *ring, bool track,
+                                                                vector_position *at, size_t n, bool streaming)
+{
+    const float *xv = v->x + k * v->stride;
+    float *yv = v->y + k * v->stride;
+    const float *g = call->gamma;
+    float *r_out = NULL;
+    if (track) {
+        g = sinkkit_gamma_row(call->gamma, call->gamma_kind, at->head, n);
+        if (call->inv_rms != NULL)
+            r_out = call->inv_rms + at->token * call->layout->heads + at->head;
+        next_position(call, at);
+    }
+
+    const size_t slot = k % RING;
+    if (ring->rescue[slot / GROUP_VECTORS] & (1u << (slot % GROUP_VECTORS)))
+        return;
+
+    const float rf = ring->rf[slot];
+    if (streaming)
+        scale_vector_streaming(xv, yv, g, n, rf);
+    else
+        scale_vector(xv, yv, g, n, rf);
+    if (r_out != NULL)
+        *r_out = rf;
+}
+
+/* Hands the vectors from index first of run v (count of them, at most 4) that need it to the rescue. */
+static inline __attribute__((always_inline)) void rescue_due(const rmsnorm_call *call, const vector_run *v,
+                                                             const r_ring *ring, size_t first, size_t count,
+                                                             size_t n)
+{
+    const uint32_t due = ring->rescue[first % RING / GROUP_VECTORS] & ((1u << count) - 1u);
+    if (__builtin_expect(due != 0, 0))
+        rescue_vectors(call, v, first, due, n);
+}
+
+/* Returns how many vectors beyond the one being measured the streaming variant prefetches x:
+   STREAMING_PREFETCH bytes, at least one vector. Outputs that stream are far larger than the caches,
+   and without stores that read their lines first, the reads of x alone set the pace. */
+static inline size_t streaming_prefetch_distance(size_t n)
+{
+    const size_t vectors = STREAMING_PREFETCH / (n * sizeof(float));
+    return vectors > 0 ? vectors : 1;
+}
+
+/* Asks for the cache lines of x[0..n) to be loaded into L1. */
+static inline __attribute__((always_inline)) void prefetch_vector(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i += 64 / sizeof(float))
+        _mm_prefetch((const char *)(x + i), _MM_HINT_T0);
+}
+
+/* Normalises the vectors of run v, with head_dim n, as a software pipeline: vector k + LOOKAHEAD is
+   measured while vector k is scaled, one of each in turn. The loads of x then overlap with the stores
+   of y (as in a copy), and the latency of each group's r with the scaling of the vectors in between.
+   A vector's result depends only on its own elements, never on its group, its run or the order. */
+static inline __attribute__((always_inline)) void normalise_run(const rmsnorm_call *call, const vector_run *v,
+                                                                size_t n, bool streaming, bool track)
+{
+    const size_t count = v->count;
+    vector_position at = {v->token, v->head};
+    r_ring ring;
+    const size_t prefetch_distance = streaming_prefetch_distance(n);
+
+    for (size_t first = 0; first < LOOKAHEAD && first < count; first += GROUP_VECTORS)
+        measure_group(call, v, &ring, first, count - first < GROUP_VECTORS ? count - first : GROUP_VECTORS, n);
+
+    size_t k = 0;
+    if (n <= BLOCK) {
+        for (; k + LOOKAHEAD + GROUP_VECTORS <= count; k += GROUP_VECTORS) {
+            const size_t ahead = k + LOOKAHEAD;
+            const float *xa = v->x + ahead * v->stride;
+
+            /* One vector measured, one scaled, in turn. */
+            __m256 p[GROUP_VECTORS];
+            for (size_t j = 0; j < GROUP_VECTORS; j++) {
+                if (streaming && ahead + j + prefetch_distance < count)
+                    prefetch_vector(xa + (j + prefetch_distance) * v->stride, n);
+                p[j] = block_partial(xa + j * v->stride, n);
+                finish_vector(call, v, k + j, &ring, track, &at, n, streaming);
+            }
+            rescue_due(call, v, &ring, k, GROUP_VECTORS, n);
+            group_inverse(&ring, ahead % RING, reduce_four(p[0], p[1], p[2], p[3]), GROUP_VECTORS, n, call->eps);
+        }
+    }
+
+    /* The last groups, and every group of longer vectors: measure a group whole, then scale one. */
+    for (; k < count; k += GROUP_VECTORS) {
+        const size_t ahead = k + LOOKAHEAD;
+        if (ahead < count)
+            measure_group(call, v, &ring, ahead, count - ahead < GROUP_VECTORS ? count - ahead : GROUP_VECTORS, n);
+
+        const size_t finish_count = count - k < GROUP_VECTORS ? count - k : GROUP_VECTORS;
+        for (size_t j = 0; j < finish_count; j++)
+            finish_vector(call, v, k + j, &ring, track, &at, n, streaming);
+        rescue_due(call, v, &ring, k, finish_count, n);
+    }
+}
+
+/* Normalises every vector of the call, one run at a time. */
+static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm_call *call, size_t n,
+                                                                   bool streaming, bool track)
+{
+    const sinkkit_head_layout *l = call->layout;
+    const size_t outer_count = call->heads_outer ? l->heads : l->tokens;
+    const size_t inner_count = call->heads_outer ? l->tokens : l->heads;
+    const size_t outer_stride = call->heads_outer ? l->head_stride : l->token_stride;
+    const size_t inner_stride = call->heads_outer ? l->token_stride : l->head_stride;
+
+    size_t inner_span;
+    const bool continuous = !__builtin_mul_overflow(inner_count, inner_stride, &inner_span) &&
+                            inner_span == outer_stride;
+    const size_t runs = continuous ? 1 : outer_count;
+
+    for (size_t o = 0; o < runs; o++) {
+        vector_run v = {call->x + o * outer_stride, call->y + o * outer_stride, inner_stride,
+                        continuous ? outer_count * inner_count : inner_count, 0, 0};
+        v.token = call->heads_outer ? 0 : o;
+        v.head = call->heads_outer ? o : 0;
+        normalise_run(call, &v, n, streaming, track);
+    }
+}
+
+/* The variants of normalise_layout() that normalise_call() chooses from, each a function of its own so
+   that register allocation and code placement of one do not depend on the others. The common head
+   sizes are constants, so that the loops unroll fully. Token and head are followed only when a
+   per-head gamma or inv_rms needs them. */
+static __attribute__((noinline)) void normalise_128(const rmsnorm_call *call)
+{
+    normalise_layout(call, 128, false, false);
+}
+
+static __attribute__((noinline)) void normalise_64(const rmsnorm_call *call)
+{
+    normalise_layout(call, 64, false, false);
+}
+
+static __attribute__((noinline)) void normalise_tracked(const rmsnorm_call *call)
+{
+    normalise_layout(call, call->layout->head_dim, false, true);
+}
+
+static __attribute__((noinline)) void normalise_streaming(const rmsnorm_call *call)
+{
+    const size_t n = call->layout->head_dim;
+
+    if (n == 128)
+        normalise_layout(call, 128, true, true);
+    else if (n == 64)
+        normalise_layout(call, 64, true, true);
+    else
+        normalise_layout(call, n, true, true);
+}
+
+static void normalise_call(const rmsnorm_call *call, bool streaming)
+{
+    const bool track = call->gamma_kind == SINKKIT_GAMMA_PER_HEAD || call->inv_rms != NULL;
+    const size_t n = call->layout->head_dim;
+
+    if (streaming)
+        normalise_streaming(call);
+    else if (track || (n != 128 && n != 64))
+        normalise_tracked(call);
+    else if (n == 128)
+        normalise_128(call);
+    else
+        normalise_64(call);
+}
+
+static rmsnorm_call make_call(const sinkkit_head_layout *layout, const float *x, float *y, const float *gamma,
+                              sinkkit_gamma_kind gamma_kind, float eps, float *inv_rms)
+{
+    bool heads_outer = layout->head_stride > layout->token_stride;
+    /* A single inner index (one token with token_stride 0, say) would make every run one vector long. */
+    if ((heads_outer ? layout->tokens : layout->heads) == 1)
+        heads_outer = !heads_outer;
+
+    rmsnorm_call call = {layout, x, y, gamma, gamma_kind, eps, inv_rms, heads_outer};
+    return call;
 }
 
 void sinkkit_headwise_rmsnorm_f32_avx2(const sinkkit_head_layout *layout, const float *x, float *y,
                                        const float *gamma, sinkkit_gamma_kind gamma_kind, float eps, float *inv_rms)
 {
-    const size_t n = layout->head_dim;
+    const rmsnorm_call call = make_call(layout, x, y, gamma, gamma_kind, eps, inv_rms);
+    normalise_call(&call, false);
+}
 
-    /* Visit the vectors in memory order, in groups that may span tokens or heads. A vector's result
-       depends only on its own elements, never on its group or on the order. */
-    const bool heads_outer = layout->head_stride > layout->token_stride;
-    const size_t outer_count = heads_outer ? layout->heads : layout->tokens;
-    const size_t inner_count = heads_outer ? layout->tokens : layout->heads;
+void sinkkit_headwise_rmsnorm_f32_streaming_avx2(const sinkkit_head_layout *layout, const float *x, float *y,
+                                                 const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
+                                                 float *inv_rms)
+{
+    const rmsnorm_call call = make_call(layout, x, y, gamma, gamma_kind, eps, inv_rms);
+    normalise_call(&call, true);
 
-    vector_group group;
-    group.count = 0;
-    for (size_t o = 0; o < outer_count; o++) {
-        for (size_t i = 0; i < inner_count; i++) {
-            const size_t t = heads_outer ? i : o;
-            const size_t h = heads_outer ? o : i;
-            const size_t offset = t * layout->token_stride + h * layout->head_stride;
-
-            group.x[group.count] = x + offset;
-            group.y[group.count] = y + offset;
-            group.g[group.count] = sinkkit_gamma_row(gamma, gamma_kind, h, n);
-            group.r_out[group.count] = inv_rms != NULL ? inv_rms + t * layout->heads + h : NULL;
-            if (++group.count == GROUP_VECTORS) {
-                normalise_group(&group, n, eps);
-                group.count = 0;
-            }
-        }
-    }
-
-    if (group.count > 0)
-        normalise_group(&group, n, eps);
+    /* Non-temporal stores are weakly ordered: make them visible before the caller reads y or hands it
+       to another thread. */
+    _mm_sfence();
 }

@@ -1,4 +1,4 @@
-/* AVX-512 channel statistics: 64-channel tiles keep max, argmax and double sums in registers down a token block. */
+/* AVX-512 channel statistics: groups of 8 tokens walk across the channels, their state in registers. */
 #include <immintrin.h>
 #include <math.h>
 
@@ -6,23 +6,30 @@
 
 enum {
     LANES = 16,
-    /* Four vectors of state (max, offset and two double sums each) use 16 of the 32 zmm registers. */
-    TILE_VECTORS = 4,
-    TILE_CHANNELS = LANES * TILE_VECTORS,
-    /* Rows per block: enough to spread the fold into the caller's arrays thinly, few enough that a
-       tile walk stays within a few dozen pages. */
-    BLOCK_TOKENS = 64,
-    /* The walk down one tile prefetches the same rows of the next tile, one block walk ahead. */
-    PREFETCH_FLOATS = TILE_CHANNELS
+    /* Tokens per group. A lane's float sum of squares is a chain of at most 8 fused multiply-adds, so
+       each square goes through at most 8 roundings. The sum is then added to sum_squares in double
+       (rule 4 of the numeric scheme in kernels.h). */
+    GROUP_TOKENS = 8,
+    /* Vectors per step: each row of a group contributes 256 contiguous bytes (four cache lines). */
+    STEP_VECTORS = 4,
+    STEP_CHANNELS = LANES * STEP_VECTORS,
+    /* Channels per pass down the tokens. Every group reads max_abs and updates sum_squares of all of
+       them, and 16384 channels of those two arrays (192 KiB) stay in L2. A multiple of STEP_CHANNELS. */
+    CHUNK_CHANNELS = 16384,
+    /* A group's rows are 8 interleaved streams, which the hardware prefetchers of the AMD Zen 5 this was
+       tuned on did not follow well. Without software prefetch a bare walk took 1.6 to 1.8 times as long
+       as a sequential read of the same bytes, and prefetching each row 1 KiB ahead brought it to about
+       1.0. */
+    PREFETCH_FLOATS = 256
 };
 
-/* Statistics of 16 channels over the rows of one block seen so far. Lanes that see a NaN end with a
-   NaN sum, and only the sum is used for them: fold_nan_lanes() finds their first NaN again. */
+/* Statistics of 16 channels over the rows of one group seen so far. A lane whose rows contain a NaN
+   ends with a NaN sum (the terms are squares, so Inf never meets -Inf), and only the sum is used for
+   it: fold_nan_lanes() finds its first NaN again. */
 typedef struct lane_state {
-    __m512 max;        /* largest |a| of the block, 0 before the first row */
-    __m512i offset;    /* row within the block where max was first reached */
-    __m512d sum_low;   /* sum of a^2 of lanes 0-7 */
-    __m512d sum_high;  /* sum of a^2 of lanes 8-15 */
+    __m512 max;       /* largest |a| of the group, 0 before the first row */
+    __m512i offset;   /* row within the group where max was first reached */
+    __m512 sum;       /* sum of a^2 in float */
 } lane_state;
 
 static inline lane_state lane_state_start(void)
@@ -30,8 +37,7 @@ static inline lane_state lane_state_start(void)
     lane_state s;
     s.max = _mm512_setzero_ps();
     s.offset = _mm512_setzero_si512();
-    s.sum_low = _mm512_setzero_pd();
-    s.sum_high = _mm512_setzero_pd();
+    s.sum = _mm512_setzero_ps();
     return s;
 }
 
@@ -74,33 +80,22 @@ static inline void store_updates(float *max_abs, uint64_t *argmax_token, __mmask
     _mm512_mask_storeu_epi64(argmax_token + 8, (__mmask8)(update >> 8), token_high);
 }
 
-/* Adds one row: x contains its 16 values, low and high the same values as doubles. Starting from max 0 at
-   offset 0 and moving only when the maximum grows gives the first row that reached it. */
-static inline void lane_state_add(lane_state *s, __m512 x, __m512d low, __m512d high, __m512i offset)
+/* Unsigned a < b of 16 lanes held as two vectors of 8 tokens each. */
+static inline __mmask16 tokens_less(__m512i a_low, __m512i a_high, __m512i b_low, __m512i b_high)
+{
+    return _mm512_kunpackb(_mm512_cmplt_epu64_mask(a_high, b_high), _mm512_cmplt_epu64_mask(a_low, b_low));
+}
+
+/* Adds one row of a group. Starting from max 0 at offset 0 and moving only when the maximum grows gives
+   the first row that reached it. */
+static inline void lane_state_add(lane_state *s, __m512 x, __m512i offset)
 {
     /* Immediate 0x0B selects the operand of larger magnitude and clears its sign: max(|x|, max). */
     __m512 grown = _mm512_range_ps(x, s->max, 0x0B);
     __mmask16 changed = _mm512_cmp_ps_mask(grown, s->max, _CMP_NEQ_UQ);
     s->max = grown;
     s->offset = _mm512_mask_mov_epi32(s->offset, changed, offset);
-
-    /* A float squared is exact in double, so each FMA rounds once, like the reference's add. */
-    s->sum_low = _mm512_fmadd_pd(low, low, s->sum_low);
-    s->sum_high = _mm512_fmadd_pd(high, high, s->sum_high);
-}
-
-static inline void lane_state_add_row(lane_state *s, const float *p, __m512i offset)
-{
-    lane_state_add(s, _mm512_loadu_ps(p), _mm512_cvtps_pd(_mm256_loadu_ps(p)),
-                   _mm512_cvtps_pd(_mm256_loadu_ps(p + 8)), offset);
-}
-
-/* Adds one row of the lanes in mask. The other lanes read as 0 and no memory past them is touched. */
-static inline void lane_state_add_masked(lane_state *s, const float *p, __mmask16 mask, __m512i offset)
-{
-    __m512 x = _mm512_maskz_loadu_ps(mask, p);
-    lane_state_add(s, x, _mm512_cvtps_pd(_mm512_castps512_ps256(x)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)),
-                   offset);
+    s->sum = _mm512_fmadd_ps(x, x, s->sum);
 }
 
 /* Returns the row of the first NaN in a column of count rows. The caller knows that there is one. */
@@ -113,96 +108,166 @@ static size_t first_nan_row(const float *column, size_t row_stride, size_t count
     return 0;
 }
 
-/* Folds the lanes that saw NaN in this block: only their first NaN token can change the statistics. */
-static void fold_nan_lanes(float *max_abs, uint64_t *argmax_token, __mmask16 nan_lanes, const float *block,
-                           size_t row_stride, size_t count, uint64_t block_token)
+/* Sums the squares of a column of count rows in double, in token order. A float squared is exact in
+   double and neither overflows nor underflows there, so each add rounds once. */
+static double column_sum_squares(const float *column, size_t row_stride, size_t count)
+{
+    double sum = 0.0;
+    for (size_t t = 0; t < count; t++) {
+        const double value = column[t * row_stride];
+        sum += value * value;
+    }
+    return sum;
+}
+
+/* Adds the lanes in mask of a group's float sums to sum_squares. */
+static inline void add_sums(double *sum_squares, __m512 sum, __mmask16 mask)
+{
+    const __mmask8 mask_low = (__mmask8)mask;
+    const __mmask8 mask_high = (__mmask8)(mask >> 8);
+    __m512d low = _mm512_cvtps_pd(_mm512_castps512_ps256(sum));
+    __m512d high = _mm512_cvtps_pd(_mm512_extractf32x8_ps(sum, 1));
+    store_doubles(sum_squares, mask_low, _mm512_add_pd(load_doubles(sum_squares, mask_low), low));
+    store_doubles(sum_squares + 8, mask_high, _mm512_add_pd(load_doubles(sum_squares + 8, mask_high), high));
+}
+
+/* Returns the lanes whose float sum cannot simply be added: NaN, +Inf although max is finite (a square
+   or the sum overflowed), or below count * SINKKIT_RESCUE_FLOOR although max is not 0 (squares may
+   have lost bits to underflow). One unsigned compare of the bits finds the sums outside [floor, Inf).
+   Such a sum equals max only for a group of zeros (both 0) or one with an infinity (both Inf), and
+   those sums are exact. A sum below the floor is below max whenever max > 0. */
+static inline __mmask16 unusual_lanes(const lane_state *s, size_t count, __mmask16 mask)
+{
+    const __m512i floor = _mm512_castps_si512(_mm512_set1_ps((float)((double)count * SINKKIT_RESCUE_FLOOR)));
+    const __m512i span = _mm512_sub_epi32(_mm512_castps_si512(_mm512_set1_ps(INFINITY)), floor);
+    __mmask16 outside = _mm512_mask_cmp_epu32_mask(mask, _mm512_sub_epi32(_mm512_castps_si512(s->sum), floor),
+                                                   span, _MM_CMPINT_NLT);
+    return _mm512_mask_cmp_ps_mask(outside, s->sum, s->max, _CMP_NEQ_UQ);
+}
+
+/* Folds the lanes in reached, whose group max is at least the running max, by the rules of
+   sinkkit_channel_fold(): a greater max wins, an equal one only with an earlier token. */
+static inline void fold_reached(float *max_abs, uint64_t *argmax_token, const lane_state *s, __m512 running,
+                                __mmask16 reached, __mmask16 mask, uint64_t group_token)
+{
+    const __m512i base = _mm512_set1_epi64((long long)group_token);
+    __m512i group_low = _mm512_add_epi64(base, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s->offset)));
+    __m512i group_high = _mm512_add_epi64(base, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s->offset, 1)));
+
+    __mmask16 tie = _mm512_mask_cmp_ps_mask(reached, s->max, running, _CMP_EQ_OQ);
+    __mmask16 update = reached & (__mmask16)~tie;
+    if (tie) {
+        __m512i stored_low = load_tokens(argmax_token, (__mmask8)mask);
+        __m512i stored_high = load_tokens(argmax_token + 8, (__mmask8)(mask >> 8));
+        update |= tie & tokens_less(group_low, group_high, stored_low, stored_high);
+    }
+    store_updates(max_abs, argmax_token, update, s->max, group_low, group_high);
+}
+
+/* Folds the maxima of the lanes in numbers (lanes without NaN). Ordered compares are false against a
+   NaN running max, which therefore stays. Once a stream is under way, most groups neither beat nor
+   tie the running max, and then nothing more is read or written. */
+static inline void fold_maxima(float *max_abs, uint64_t *argmax_token, const lane_state *s, __mmask16 numbers,
+                               __mmask16 mask, uint64_t group_token)
+{
+    __m512 running = load_floats(max_abs, mask);
+    __mmask16 reached = _mm512_mask_cmp_ps_mask(numbers, s->max, running, _CMP_GE_OQ);
+    if (reached)
+        fold_reached(max_abs, argmax_token, s, running, reached, mask, group_token);
+}
+
+/* Folds the lanes that saw NaN in this group: only their first NaN token can change the statistics. */
+static void fold_nan_lanes(float *max_abs, uint64_t *argmax_token, __mmask16 nan_lanes, const float *group,
+                           size_t row_stride, size_t count, uint64_t group_token)
 {
     for (unsigned lane = 0; lane < LANES; lane++) {
         if (!(nan_lanes & (1u << lane)))
             continue;
-        uint64_t nan_token = block_token + first_nan_row(block + lane, row_stride, count);
+        uint64_t nan_token = group_token + first_nan_row(group + lane, row_stride, count);
         sinkkit_channel_fold(&max_abs[lane], &argmax_token[lane], 0.0f, SINKKIT_NO_TOKEN, nan_token);
     }
 }
 
-/* Folds one block's state of the lanes in mask into the caller's arrays by the rules of
-   sinkkit_channel_fold(). block is the lanes' first value in the block's first row, global token
-   block_token. */
-static inline void fold_lanes(float *max_abs, uint64_t *argmax_token, double *sum_squares, const lane_state *s,
-                              __mmask16 mask, const float *block, size_t row_stride, size_t count,
-                              uint64_t block_token)
+/* Folds a group with unusual lanes. NaN lanes add their NaN sum and record their first NaN; the others
+   among the unusual lanes are summed again in double from the input. */
+static __attribute__((noinline)) void fold_unusual_group(float *max_abs, uint64_t *argmax_token,
+                                                         double *sum_squares, const lane_state *s,
+                                                         __mmask16 unusual, __mmask16 mask, const float *group,
+                                                         size_t row_stride, size_t count, uint64_t group_token)
 {
-    const __mmask8 mask_low = (__mmask8)mask;
-    const __mmask8 mask_high = (__mmask8)(mask >> 8);
+    const __mmask16 nan_lanes = _mm512_mask_cmp_ps_mask(mask, s->sum, s->sum, _CMP_UNORD_Q);
+    const __mmask16 rescue = unusual & (__mmask16)~nan_lanes;
 
-    store_doubles(sum_squares, mask_low, _mm512_add_pd(load_doubles(sum_squares, mask_low), s->sum_low));
-    store_doubles(sum_squares + 8, mask_high, _mm512_add_pd(load_doubles(sum_squares + 8, mask_high), s->sum_high));
+    add_sums(sum_squares, s->sum, mask & (__mmask16)~rescue);
+    for (unsigned lane = 0; lane < LANES; lane++) {
+        if (rescue & (1u << lane))
+            sum_squares[lane] += column_sum_squares(group + lane, row_stride, count);
+    }
 
-    const __mmask16 nan_lanes = _mm512_kunpackb(_mm512_cmp_pd_mask(s->sum_high, s->sum_high, _CMP_UNORD_Q),
-                                                _mm512_cmp_pd_mask(s->sum_low, s->sum_low, _CMP_UNORD_Q)) &
-                                mask;
-
-    __m512 running = load_floats(max_abs, mask);
-    __m512i token_low = load_tokens(argmax_token, mask_low);
-    __m512i token_high = load_tokens(argmax_token + 8, mask_high);
-
-    const __m512i base = _mm512_set1_epi64((long long)block_token);
-    __m512i block_low = _mm512_add_epi64(base, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s->offset)));
-    __m512i block_high = _mm512_add_epi64(base, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s->offset, 1)));
-
-    __mmask16 earlier = _mm512_kunpackb(_mm512_cmplt_epu64_mask(block_high, token_high),
-                                        _mm512_cmplt_epu64_mask(block_low, token_low));
-    /* Ordered compares are false against a NaN running max, which therefore stays. */
-    __mmask16 greater = _mm512_cmp_ps_mask(s->max, running, _CMP_GT_OQ);
-    __mmask16 equal = _mm512_cmp_ps_mask(s->max, running, _CMP_EQ_OQ);
-    __mmask16 update = (greater | (equal & earlier)) & mask & (__mmask16)~nan_lanes;
-    store_updates(max_abs, argmax_token, update, s->max, block_low, block_high);
-
+    fold_maxima(max_abs, argmax_token, s, mask & (__mmask16)~nan_lanes, mask, group_token);
     if (nan_lanes)
-        fold_nan_lanes(max_abs, argmax_token, nan_lanes, block, row_stride, count, block_token);
+        fold_nan_lanes(max_abs, argmax_token, nan_lanes, group, row_stride, count, group_token);
 }
 
-/* Walks TILE_CHANNELS channels down the count rows of a block and folds them. */
-static void process_tile(float *max_abs, uint64_t *argmax_token, double *sum_squares, const float *block,
-                         size_t row_stride, size_t count, uint64_t block_token)
+/* Folds one group's state of the lanes in mask into the caller's arrays. group is the lanes' first
+   value in the group's first row, global token group_token. */
+static inline void fold_group(float *max_abs, uint64_t *argmax_token, double *sum_squares, const lane_state *s,
+                              __mmask16 mask, const float *group, size_t row_stride, size_t count,
+                              uint64_t group_token)
 {
-    lane_state s[TILE_VECTORS];
-    for (int v = 0; v < TILE_VECTORS; v++)
+    const __mmask16 unusual = unusual_lanes(s, count, mask);
+    if (unusual) {
+        fold_unusual_group(max_abs, argmax_token, sum_squares, s, unusual, mask, group, row_stride, count,
+                           group_token);
+        return;
+    }
+
+    add_sums(sum_squares, s->sum, mask);
+    fold_maxima(max_abs, argmax_token, s, mask, mask, group_token);
+}
+
+/* Walks STEP_CHANNELS channels down the count rows of a group and folds them. Inlined with a constant
+   count for full groups. A prefetch never faults, so running past the last channel is harmless. */
+static inline __attribute__((always_inline)) void process_step(float *max_abs, uint64_t *argmax_token,
+                                                               double *sum_squares, const float *group,
+                                                               size_t row_stride, size_t count,
+                                                               uint64_t group_token)
+{
+    lane_state s[STEP_VECTORS];
+    for (int v = 0; v < STEP_VECTORS; v++)
         s[v] = lane_state_start();
 
     __m512i offset = _mm512_setzero_si512();
     const __m512i increment = _mm512_set1_epi32(1);
-    for (size_t t = 0; t < count; t++) {
-        const float *row = block + t * row_stride;
-
-        /* A prefetch never faults, so running past the last channel is harmless. */
-        for (int v = 0; v < TILE_VECTORS; v++)
+    for (size_t r = 0; r < count; r++) {
+        const float *row = group + r * row_stride;
+        for (int v = 0; v < STEP_VECTORS; v++)
             _mm_prefetch((const char *)(row + PREFETCH_FLOATS + v * LANES), _MM_HINT_T0);
-
-        for (int v = 0; v < TILE_VECTORS; v++)
-            lane_state_add_row(&s[v], row + v * LANES, offset);
+        for (int v = 0; v < STEP_VECTORS; v++)
+            lane_state_add(&s[v], _mm512_loadu_ps(row + v * LANES), offset);
         offset = _mm512_add_epi32(offset, increment);
     }
 
-    for (int v = 0; v < TILE_VECTORS; v++)
-        fold_lanes(max_abs + v * LANES, argmax_token + v * LANES, sum_squares + v * LANES, &s[v], ALL_LANES,
-                   block + v * LANES, row_stride, count, block_token);
+    for (int v = 0; v < STEP_VECTORS; v++)
+        fold_group(max_abs + v * LANES, argmax_token + v * LANES, sum_squares + v * LANES, &s[v], ALL_LANES,
+                   group + v * LANES, row_stride, count, group_token);
 }
 
-/* Walks one vector of channels (the lanes in mask) down the count rows of a block and folds it. */
+/* Walks one vector of channels (the lanes in mask) down the count rows of a group and folds it. The
+   other lanes read as 0 and no memory past them is touched. */
 static void process_vector(float *max_abs, uint64_t *argmax_token, double *sum_squares, __mmask16 mask,
-                           const float *block, size_t row_stride, size_t count, uint64_t block_token)
+                           const float *group, size_t row_stride, size_t count, uint64_t group_token)
 {
     lane_state s = lane_state_start();
 
     __m512i offset = _mm512_setzero_si512();
     const __m512i increment = _mm512_set1_epi32(1);
-    for (size_t t = 0; t < count; t++) {
-        lane_state_add_masked(&s, block + t * row_stride, mask, offset);
+    for (size_t r = 0; r < count; r++) {
+        lane_state_add(&s, _mm512_maskz_loadu_ps(mask, group + r * row_stride), offset);
         offset = _mm512_add_epi32(offset, increment);
     }
 
-    fold_lanes(max_abs, argmax_token, sum_squares, &s, mask, block, row_stride, count, block_token);
+    fold_group(max_abs, argmax_token, sum_squares, &s, mask, group, row_stride, count, group_token);
 }
 
 static __mmask16 lane_mask(size_t channels_left)
@@ -210,17 +275,23 @@ static __mmask16 lane_mask(size_t channels_left)
     return channels_left >= LANES ? (__mmask16)ALL_LANES : (__mmask16)((1u << channels_left) - 1u);
 }
 
-/* Processes every channel of the count rows of a block that starts at global token block_token. */
-static void process_block(float *max_abs, uint64_t *argmax_token, double *sum_squares, size_t channels,
-                          const float *block, size_t row_stride, size_t count, uint64_t block_token)
+/* Processes width channels of the count rows of a group that starts at global token group_token. */
+static void process_group(float *max_abs, uint64_t *argmax_token, double *sum_squares, size_t width,
+                          const float *group, size_t row_stride, size_t count, uint64_t group_token)
 {
     size_t c = 0;
-    for (; c + TILE_CHANNELS <= channels; c += TILE_CHANNELS)
-        process_tile(max_abs + c, argmax_token + c, sum_squares + c, block + c, row_stride, count, block_token);
+    if (count == GROUP_TOKENS) {
+        for (; c + STEP_CHANNELS <= width; c += STEP_CHANNELS)
+            process_step(max_abs + c, argmax_token + c, sum_squares + c, group + c, row_stride, GROUP_TOKENS,
+                         group_token);
+    } else {
+        for (; c + STEP_CHANNELS <= width; c += STEP_CHANNELS)
+            process_step(max_abs + c, argmax_token + c, sum_squares + c, group + c, row_stride, count, group_token);
+    }
 
-    for (; c < channels; c += LANES)
-        process_vector(max_abs + c, argmax_token + c, sum_squares + c, lane_mask(channels - c), block + c,
-                       row_stride, count, block_token);
+    for (; c < width; c += LANES)
+        process_vector(max_abs + c, argmax_token + c, sum_squares + c, lane_mask(width - c), group + c, row_stride,
+                       count, group_token);
 }
 
 /* Folds the lanes in mask of one row (global token) by the reference's rule, one lane at a time: the
@@ -297,9 +368,12 @@ void sinkkit_channel_stats_update_f32_avx512(float *max_abs, uint64_t *argmax_to
         return;
     }
 
-    for (size_t t = 0; t < tokens; t += BLOCK_TOKENS) {
-        const size_t count = tokens - t < BLOCK_TOKENS ? tokens - t : BLOCK_TOKENS;
-        process_block(max_abs, argmax_token, sum_squares, channels, a + t * row_stride, row_stride, count,
-                      first_token + t);
+    for (size_t c = 0; c < channels; c += CHUNK_CHANNELS) {
+        const size_t width = channels - c < CHUNK_CHANNELS ? channels - c : CHUNK_CHANNELS;
+        for (size_t t = 0; t < tokens; t += GROUP_TOKENS) {
+            const size_t count = tokens - t < GROUP_TOKENS ? tokens - t : GROUP_TOKENS;
+            process_group(max_abs + c, argmax_token + c, sum_squares + c, width, a + t * row_stride + c,
+                          row_stride, count, first_token + t);
+        }
     }
 }

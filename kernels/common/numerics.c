@@ -4,22 +4,9 @@
 
 #include "kernels.h"
 
-/* Below this many units of 2^-100 per element a float sum of squares may have lost bits to underflow:
-   each float square loses at most 2^-150, so the fast path keeps a relative error under 2^-50. */
-static const double underflow_floor = 0x1p-100;
-
 double sinkkit_rms_inverse(double sum_squares, size_t head_dim, float eps)
 {
     return 1.0 / sqrt(sum_squares / (double)head_dim + (double)eps);
-}
-
-bool sinkkit_rms_needs_rescue(double sum_squares, size_t head_dim, double inv_rms)
-{
-    /* Written so that NaN takes the rescue path too. */
-    if (!(sum_squares >= (double)head_dim * underflow_floor && sum_squares <= DBL_MAX))
-        return true;
-
-    return !(inv_rms >= FLT_MIN && inv_rms <= FLT_MAX);
 }
 
 void sinkkit_rmsnorm_vector_rescue(const float *x, float *y, const float *gamma_row, size_t head_dim, float eps,
@@ -81,19 +68,13 @@ void sinkkit_moments_row_rescue(const float *row, size_t n, unsigned flags, floa
         *variance = (float)corrected_variance(sum_d, sum_d2, n, flags);
 }
 
-void sinkkit_moments_finish(const float *row, size_t n, float m, double sum_d, double sum_d2, unsigned flags,
+void sinkkit_moments_finish(const float *row, size_t n, float c, double sum_d, double sum_d2, unsigned flags,
                             float *mean, float *variance)
 {
-    bool trusted = sum_d2 >= (double)n * underflow_floor && sum_d2 <= DBL_MAX && isfinite(sum_d);
-    if (!trusted) {
+    if (sinkkit_moments_trusted(n, sum_d, sum_d2))
+        sinkkit_moments_finish_trusted(n, c, sum_d, sum_d2, flags, mean, variance);
+    else
         sinkkit_moments_row_rescue(row, n, flags, mean, variance);
-        return;
-    }
-
-    if (mean != NULL)
-        *mean = (float)((double)m + sum_d / (double)n);
-    if (variance != NULL)
-        *variance = (float)corrected_variance(sum_d, sum_d2, n, flags);
 }
 
 void sinkkit_channel_fold(float *max_abs, uint64_t *argmax_token, float chunk_max, uint64_t chunk_token,

@@ -1,4 +1,6 @@
 /* Portable head-wise RMSNorm: 8 float lanes of sums of squares flushed into double, then (x * r) * gamma. */
+#include <math.h>
+
 #include "kernels.h"
 
 enum {
@@ -11,7 +13,7 @@ enum {
 };
 
 /* Returns the float partial of one whole block of BLOCK elements. */
-static float block_partial(const float *x)
+static inline float block_partial(const float *x)
 {
     float lane[LANES];
     for (int k = 0; k < LANES; k++) {
@@ -28,7 +30,7 @@ static float block_partial(const float *x)
     return (quad[0] + quad[2]) + (quad[1] + quad[3]);
 }
 
-static double sum_squares(const float *x, size_t n)
+static inline double sum_squares(const float *x, size_t n)
 {
     double total = 0.0;
     size_t i = 0;
@@ -47,7 +49,7 @@ static double sum_squares(const float *x, size_t n)
 }
 
 /* y = (x * r) * g with two roundings in that order, as on every ISA, or y = x * r when g is NULL. */
-static void scale(const float *x, float *y, const float *g, size_t n, float r)
+static inline void scale(const float *x, float *y, const float *g, size_t n, float r)
 {
     if (g == NULL) {
         for (size_t d = 0; d < n; d++)
@@ -59,11 +61,14 @@ static void scale(const float *x, float *y, const float *g, size_t n, float r)
         y[d] = (x[d] * r) * g[d];
 }
 
-/* Normalises one (token, head) vector. r_out may be NULL. */
-static void normalise_vector(const float *x, float *y, const float *g, size_t n, float eps, float *r_out)
+/* Normalises one (token, head) vector. r_out may be NULL. Inlined into each caller below, so that a
+   constant n unrolls the loops. */
+static inline __attribute__((always_inline)) void normalise_vector(const float *x, float *y, const float *g,
+                                                                   size_t n, float eps, float *r_out)
 {
     double s = sum_squares(x, n);
-    double r = sinkkit_rms_inverse(s, n, eps);
+    /* The operations of sinkkit_rms_inverse(), in the same order, so the same bits without a call. */
+    double r = 1.0 / sqrt(s / (double)n + (double)eps);
 
     if (sinkkit_rms_needs_rescue(s, n, r)) {
         sinkkit_rmsnorm_vector_rescue(x, y, g, n, eps, r_out);
@@ -77,13 +82,13 @@ static void normalise_vector(const float *x, float *y, const float *g, size_t n,
         *r_out = rf;
 }
 
-void sinkkit_headwise_rmsnorm_f32_scalar(const sinkkit_head_layout *layout, const float *x, float *y,
-                                         const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
-                                         float *inv_rms)
+/* Normalises every vector of the layout, with head_dim n, in memory order. The result of each vector
+   does not depend on the order. */
+static inline __attribute__((always_inline)) void normalise_layout(const sinkkit_head_layout *layout, const float *x,
+                                                                   float *y, const float *gamma,
+                                                                   sinkkit_gamma_kind gamma_kind, float eps,
+                                                                   float *inv_rms, size_t n)
 {
-    const size_t n = layout->head_dim;
-
-    /* Visit the vectors in memory order. The result of each vector does not depend on the order. */
     const bool heads_outer = layout->head_stride > layout->token_stride;
     const size_t outer_count = heads_outer ? layout->heads : layout->tokens;
     const size_t inner_count = heads_outer ? layout->tokens : layout->heads;
@@ -97,5 +102,23 @@ void sinkkit_headwise_rmsnorm_f32_scalar(const sinkkit_head_layout *layout, cons
 
             normalise_vector(x + offset, y + offset, sinkkit_gamma_row(gamma, gamma_kind, h, n), n, eps, r_out);
         }
+    }
+}
+
+void sinkkit_headwise_rmsnorm_f32_scalar(const sinkkit_head_layout *layout, const float *x, float *y,
+                                         const float *gamma, sinkkit_gamma_kind gamma_kind, float eps,
+                                         float *inv_rms)
+{
+    /* The common head sizes as constants, so that the loops unroll. */
+    switch (layout->head_dim) {
+    case 64:
+        normalise_layout(layout, x, y, gamma, gamma_kind, eps, inv_rms, 64);
+        break;
+    case 128:
+        normalise_layout(layout, x, y, gamma, gamma_kind, eps, inv_rms, 128);
+        break;
+    default:
+        normalise_layout(layout, x, y, gamma, gamma_kind, eps, inv_rms, layout->head_dim);
+        break;
     }
 }

@@ -52,6 +52,10 @@ double tk_ulp_distance(float a, float b);
    FLT_MIN in magnitude, |got - want| <= 2 * 2^-149. */
 bool tk_rmsnorm_close(float got, double want);
 
+/* Relative error bound of a sum of non-negative terms formed as float partials of at most 8 roundings
+   flushed into double (the numeric scheme in kernels.h): gamma_8 = 8u / (1 - 8u), plus the double part. */
+#define TK_FLOAT_PARTIAL_BOUND (8.0 * 0x1p-24 / (1.0 - 8.0 * 0x1p-24) + 1e-12)
+
 /* The ISAs a test runs on, in order: scalar, avx2, avx512, neon, sve. Use with cmocka prestate:
    cmocka_unit_test_prestate(test_fn, &tk_isas[i]). */
 extern const sinkkit_isa tk_isas[5];
