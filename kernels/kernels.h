@@ -26,7 +26,7 @@
  * 2. RMSNorm: sum_squares is accumulated per rule 1 as a double S. Then
  *    sinkkit_rms_inverse() gives r (a kernel may evaluate the same correctly
  *    rounded double operations in vector lanes, which gives the same bits), and
- *    if sinkkit_rms_needs_rescue() says so
+ *    if sinkkit_rms_needs_rescue() returns true
  *    the vector is handed to sinkkit_rmsnorm_vector_rescue(), which recomputes
  *    it in double and is shared by every ISA (so overflow, underflow, zero,
  *    Inf and NaN vectors give bitwise the same result on every ISA).

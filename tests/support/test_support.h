@@ -21,7 +21,7 @@ typedef struct tk_buffer {
     size_t mapping_bytes;
 } tk_buffer;
 
-/* Offset value that asks tk_buffer_new to end the data exactly at the guard page. */
+/* Offset value that makes tk_buffer_new end the data exactly at the guard page. */
 #define TK_AT_GUARD ((size_t)-1)
 
 /* Maps count floats (count may be 0). With offset_floats 0 to 15 the data starts that many floats past
