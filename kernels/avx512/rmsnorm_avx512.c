@@ -17,12 +17,15 @@ enum {
     GROUP_VECTORS = 8,
     /* Vectors between the one being measured and the one being scaled. Their scaling covers the
        latency of a group's reductions, square root and division (an estimated 70 cycles on Zen 5),
-       and their x (8 KiB at head_dim 128) stays in L1 until its second read. A multiple of
-       GROUP_VECTORS; 8 and 24 were no faster. */
+       and their x (8 KiB at head_dim 128) stays in L1 until its second read. Two groups, the least
+       that normalise_run() allows; 24 was no faster. */
     LOOKAHEAD = 16,
     /* Slots for r of the vectors in flight: at least LOOKAHEAD + GROUP_VECTORS, a multiple of
        GROUP_VECTORS. */
     RING = 32,
+    /* Runs of at most this many vectors take the two-phase path of normalise_short(): a decode row of
+       32 heads of 128. At most 32, for its rescue bit mask. */
+    SHORT_RUN = 32,
     /* Registers for a shared gamma, enough for head_dim up to 128. */
     GAMMA_REGISTERS = 8,
     /* Bytes of x that the streaming variant prefetches ahead of the vector being measured. On a
@@ -31,6 +34,12 @@ enum {
        whose stores also read their lines, prefetching gained nothing. */
     STREAMING_PREFETCH = 16 * 1024
 };
+
+/* normalise_run() computes a group's r one step after measuring it, so the vectors it scales must be
+   at least two groups behind the ones it measures. */
+_Static_assert(LOOKAHEAD >= 2 * GROUP_VECTORS && LOOKAHEAD % GROUP_VECTORS == 0, "LOOKAHEAD too short");
+_Static_assert(RING >= LOOKAHEAD + GROUP_VECTORS && RING % GROUP_VECTORS == 0, "RING too small");
+_Static_assert(SHORT_RUN <= 32 && SHORT_RUN % GROUP_VECTORS == 0, "SHORT_RUN must fit the 32-bit rescue mask");
 
 static inline __mmask16 tail_mask(size_t count)
 {
@@ -138,12 +147,13 @@ typedef struct r_ring {
     uint8_t rescue[RING / GROUP_VECTORS];
 } r_ring;
 
-/* Computes r = sinkkit_rms_inverse() and the decision of sinkkit_rms_needs_rescue() for the sums s of
-   the count <= 8 vectors from ring slot first (a multiple of 8) on. Each lane performs the same correctly rounded
-   operations in the same order (divide, add, square root, divide), and the ordered compares are false
-   for NaN as the scalar comparisons are, so every lane equals the scalar calls bit for bit. */
-static inline __attribute__((always_inline)) void group_inverse(r_ring *ring, size_t first, __m512d s,
-                                                                size_t count, size_t n, float eps)
+/* Returns r = sinkkit_rms_inverse(), rounded to float, for the sums s of the count <= 8 vectors of a
+   group, and in *rescue the bits of those for which sinkkit_rms_needs_rescue() holds. Each lane performs
+   the same correctly rounded operations in the same order (divide, add, square root, divide), and the
+   ordered compares are false for NaN as the scalar comparisons are, so every lane equals the scalar
+   calls bit for bit. */
+static inline __attribute__((always_inline)) __m256 group_r(__m512d s, size_t count, size_t n, float eps,
+                                                            uint32_t *rescue)
 {
     /* Unused slots get a harmless mean square of 1. */
     s = _mm512_mask_mov_pd(s, (__mmask8)(0xFFu << count), _mm512_set1_pd((double)n));
@@ -163,8 +173,17 @@ static inline __attribute__((always_inline)) void group_inverse(r_ring *ring, si
     trusted &= _mm512_cmp_pd_mask(r, _mm512_set1_pd(FLT_MIN), _CMP_GE_OQ);
     trusted &= _mm512_cmp_pd_mask(r, _mm512_set1_pd(FLT_MAX), _CMP_LE_OQ);
 
-    _mm256_storeu_ps(ring->rf + first, _mm512_cvtpd_ps(r));
-    ring->rescue[first / GROUP_VECTORS] = (uint8_t)~trusted;
+    *rescue = (uint8_t)~trusted & ((1u << count) - 1u);
+    return _mm512_cvtpd_ps(r);
+}
+
+/* Stores group_r() of the count <= 8 vectors from ring slot first (a multiple of 8) on. */
+static inline __attribute__((always_inline)) void group_inverse(r_ring *ring, size_t first, __m512d s,
+                                                                size_t count, size_t n, float eps)
+{
+    uint32_t rescue;
+    _mm256_storeu_ps(ring->rf + first, group_r(s, count, n, eps, &rescue));
+    ring->rescue[first / GROUP_VECTORS] = (uint8_t)rescue;
 }
 
 /* y = (x * r) * g with two roundings in that order and no FMA, so every ISA rounds the same way;
@@ -180,9 +199,8 @@ static inline __attribute__((always_inline)) __m512 scaled(__m512 x, __m512 rv, 
 
 /* Writes y[0..n) with ordinary stores. */
 static inline __attribute__((always_inline)) void scale_vector(const float *x, float *y, const float *g,
-                                                               size_t n, float r)
+                                                               size_t n, __m512 rv)
 {
-    const __m512 rv = _mm512_set1_ps(r);
     size_t i = 0;
 
     for (; i + LANES <= n; i += LANES)
@@ -220,9 +238,8 @@ static inline __attribute__((always_inline)) gamma_registers load_gamma_register
 /* Writes y[0..n) = (x * r) * gamma with ordinary stores and gamma in registers. */
 static inline __attribute__((always_inline)) void scale_vector_gamma_registers(const float *x, float *y,
                                                                                 const gamma_registers *gamma,
-                                                                                size_t n, float r)
+                                                                                size_t n, __m512 rv)
 {
-    const __m512 rv = _mm512_set1_ps(r);
     size_t k = 0;
 
     for (; 16 * k + LANES <= n; k++) {
@@ -240,9 +257,8 @@ static inline __attribute__((always_inline)) void scale_vector_gamma_registers(c
 /* Writes y[0..n) with non-temporal stores for the whole 64-byte lines and ordinary stores for the
    partial lines at either end. Every element gets the same value as from scale_vector(). */
 static inline __attribute__((always_inline)) void scale_vector_streaming(const float *x, float *y,
-                                                                         const float *g, size_t n, float r)
+                                                                         const float *g, size_t n, __m512 rv)
 {
-    const __m512 rv = _mm512_set1_ps(r);
     const size_t misalignment = ((uintptr_t)y % 64) / sizeof(float);
     size_t head = misalignment == 0 ? 0 : LANES - misalignment;
     /* A y that is not even float-aligned has no 64-byte-aligned lines: use ordinary stores throughout. */
@@ -308,10 +324,9 @@ static inline __attribute__((always_inline)) void next_position(const rmsnorm_ca
     }
 }
 
-/* Computes the sums of squares and r of the count <= 8 vectors from index first of run v, into the
-   ring from slot first % RING. */
-static inline __attribute__((always_inline)) void measure_group(const rmsnorm_call *call, const vector_run *v,
-                                                                r_ring *ring, size_t first, size_t count,
+/* Returns the sums of squares of the count <= 8 vectors from index first of run v, in double, vector j
+   in lane j (0 in the unused lanes). */
+static inline __attribute__((always_inline)) __m512d group_sums(const vector_run *v, size_t first, size_t count,
                                                                 size_t n)
 {
     const float *x = v->x + first * v->stride;
@@ -320,8 +335,7 @@ static inline __attribute__((always_inline)) void measure_group(const rmsnorm_ca
         double s[GROUP_VECTORS] = {0};
         for (size_t j = 0; j < count; j++)
             s[j] = sum_squares(x + j * v->stride, n);
-        group_inverse(ring, first % RING, _mm512_loadu_pd(s), count, n, call->eps);
-        return;
+        return _mm512_loadu_pd(s);
     }
 
     __m256d quarter[2];
@@ -331,8 +345,16 @@ static inline __attribute__((always_inline)) void measure_group(const rmsnorm_ca
             p[j] = 4 * q + j < count ? block_partial(x + (4 * q + j) * v->stride, n) : _mm512_setzero_ps();
         quarter[q] = reduce_four(p[0], p[1], p[2], p[3]);
     }
-    __m512d sums = _mm512_insertf64x4(_mm512_castpd256_pd512(quarter[0]), quarter[1], 1);
-    group_inverse(ring, first % RING, sums, count, n, call->eps);
+    return _mm512_insertf64x4(_mm512_castpd256_pd512(quarter[0]), quarter[1], 1);
+}
+
+/* Computes the sums of squares and r of the count <= 8 vectors from index first of run v, into the
+   ring from slot first % RING. */
+static inline __attribute__((always_inline)) void measure_group(const rmsnorm_call *call, const vector_run *v,
+                                                                r_ring *ring, size_t first, size_t count,
+                                                                size_t n)
+{
+    group_inverse(ring, first % RING, group_sums(v, first, count, n), count, n, call->eps);
 }
 
 /* Passes the vectors of run v from index first on whose bits are set in due (bit j for vector first + j)
@@ -360,13 +382,13 @@ static __attribute__((noinline, cold)) void rescue_vectors(const rmsnorm_call *c
     }
 }
 
-/* Writes y and inv_rms of vector k of run v from its r in the ring, unless the vector is due for the
-   rescue (rescue_vectors() handles it then). gamma_in_registers is NULL to read gamma from memory.
-   at is followed when track is set. */
-static inline __attribute__((always_inline)) void finish_vector(const rmsnorm_call *call, const vector_run *v,
-                                                                size_t k, const r_ring *ring, bool track,
-                                                                vector_position *at, size_t n, bool streaming,
-                                                                const gamma_registers *gamma_in_registers)
+/* Writes y and inv_rms of vector k of run v with r = rf, unless rescued is set: rescue_vectors() handles
+   the vector then. gamma_in_registers is NULL to read gamma from memory. at is followed when track is
+   set. */
+static inline __attribute__((always_inline)) void finish_vector_with(const rmsnorm_call *call, const vector_run *v,
+                                                                     size_t k, __m512 rv, bool rescued, bool track,
+                                                                     vector_position *at, size_t n, bool streaming,
+                                                                     const gamma_registers *gamma_in_registers)
 {
     const float *xv = v->x + k * v->stride;
     float *yv = v->y + k * v->stride;
@@ -379,19 +401,79 @@ static inline __attribute__((always_inline)) void finish_vector(const rmsnorm_ca
         next_position(call, at);
     }
 
-    const size_t slot = k % RING;
-    if (ring->rescue[slot / GROUP_VECTORS] & (1u << (slot % GROUP_VECTORS)))
+    if (rescued)
         return;
 
-    const float rf = ring->rf[slot];
     if (streaming)
-        scale_vector_streaming(xv, yv, g, n, rf);
+        scale_vector_streaming(xv, yv, g, n, rv);
     else if (gamma_in_registers != NULL)
-        scale_vector_gamma_registers(xv, yv, gamma_in_registers, n, rf);
+        scale_vector_gamma_registers(xv, yv, gamma_in_registers, n, rv);
     else
-        scale_vector(xv, yv, g, n, rf);
+        scale_vector(xv, yv, g, n, rv);
     if (r_out != NULL)
-        *r_out = rf;
+        *r_out = _mm512_cvtss_f32(rv);
+}
+
+/* finish_vector_with() for vector k of run v, with its r and rescue decision from the ring. */
+static inline __attribute__((always_inline)) void finish_vector(const rmsnorm_call *call, const vector_run *v,
+                                                                size_t k, const r_ring *ring, bool track,
+                                                                vector_position *at, size_t n, bool streaming,
+                                                                const gamma_registers *gamma_in_registers)
+{
+    const size_t slot = k % RING;
+    const bool rescued = ring->rescue[slot / GROUP_VECTORS] & (1u << (slot % GROUP_VECTORS));
+    finish_vector_with(call, v, k, _mm512_set1_ps(ring->rf[slot]), rescued, track, at, n, streaming, gamma_in_registers);
+}
+
+/* Asks for the cache lines of x[0..n) to be loaded into L1. */
+static inline __attribute__((always_inline)) void prefetch_vector(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i += 64 / sizeof(float))
+        _mm_prefetch((const char *)(x + i), _MM_HINT_T0);
+}
+
+/* Normalises the count <= SHORT_RUN vectors of run v from index first on in three phases: all sums, then
+   all r, then all scaling. Within L1, a vector's scaling cannot start before its group's r, an estimated
+   100 cycles after the group's last load. Measuring every group first lets those waits overlap, and a
+   32-head decode row took about 15% less time than in the pipeline of normalise_run(). */
+static inline __attribute__((always_inline)) void normalise_short(const rmsnorm_call *call, const vector_run *v,
+                                                                  size_t first, size_t count, size_t n,
+                                                                  bool streaming, bool track, vector_position *at,
+                                                                  const gamma_registers *gamma_in_registers)
+{
+    __m512d sums[SHORT_RUN / GROUP_VECTORS];
+    __m256 rf[SHORT_RUN / GROUP_VECTORS];
+    uint32_t rescue = 0;
+
+    for (size_t g = 0; g < count; g += GROUP_VECTORS) {
+        const size_t in_group = count - g < GROUP_VECTORS ? count - g : GROUP_VECTORS;
+        /* A constant count for whole groups lets the compiler drop the tests for missing vectors. */
+        sums[g / GROUP_VECTORS] = in_group == GROUP_VECTORS ? group_sums(v, first + g, GROUP_VECTORS, n)
+                                                            : group_sums(v, first + g, in_group, n);
+    }
+
+    for (size_t g = 0; g < count; g += GROUP_VECTORS) {
+        const size_t in_group = count - g < GROUP_VECTORS ? count - g : GROUP_VECTORS;
+        uint32_t group_rescue;
+        rf[g / GROUP_VECTORS] = group_r(sums[g / GROUP_VECTORS], in_group, n, call->eps, &group_rescue);
+        rescue |= group_rescue << g;
+    }
+
+    for (size_t g = 0; g < count; g += GROUP_VECTORS) {
+        const size_t in_group = count - g < GROUP_VECTORS ? count - g : GROUP_VECTORS;
+        const __m512 lanes = _mm512_castps256_ps512(rf[g / GROUP_VECTORS]);
+        const uint32_t group_rescue = (rescue >> g) & 0xFFu;
+        for (size_t j = 0; j < in_group; j++) {
+            /* Lane j of the group's r in every lane, without a trip through memory. */
+            const __m512 rv = _mm512_permutexvar_ps(_mm512_set1_epi32((int)j), lanes);
+            /* Testing the group's bits once keeps a branch per vector out of the common case. */
+            const bool rescued = group_rescue != 0 && ((group_rescue >> j) & 1u);
+            finish_vector_with(call, v, first + g + j, rv, rescued, track, at, n, streaming, gamma_in_registers);
+        }
+    }
+
+    if (__builtin_expect(rescue != 0, 0))
+        rescue_vectors(call, v, first, rescue, n);
 }
 
 /* Hands the vectors from index first of run v (count of them, at most 8) that need it to the rescue. */
@@ -413,12 +495,6 @@ static inline size_t streaming_prefetch_distance(size_t n)
     return vectors > 0 ? vectors : 1;
 }
 
-/* Asks for the cache lines of x[0..n) to be loaded into L1. */
-static inline __attribute__((always_inline)) void prefetch_vector(const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i += 64 / sizeof(float))
-        _mm_prefetch((const char *)(x + i), _MM_HINT_T0);
-}
 
 /* Normalises the vectors of run v, with head_dim n, as a software pipeline: vector k + LOOKAHEAD is
    measured while vector k is scaled, one of each in turn. The loads of x then overlap with the stores
@@ -430,6 +506,12 @@ static inline __attribute__((always_inline)) void normalise_run(const rmsnorm_ca
 {
     const size_t count = v->count;
     vector_position at = {v->token, v->head};
+
+    if (n <= BLOCK && count <= SHORT_RUN) {
+        normalise_short(call, v, 0, count, n, streaming, track, &at, gamma_in_registers);
+        return;
+    }
+
     r_ring ring;
     const size_t prefetch_distance = streaming_prefetch_distance(n);
 
@@ -438,25 +520,39 @@ static inline __attribute__((always_inline)) void normalise_run(const rmsnorm_ca
 
     size_t k = 0;
     if (n <= BLOCK) {
+        /* The sums of the group measured in the previous step. Its r is computed in the middle of this
+           step, not at the end of that one. The chain from the sums through the square root and the
+           division takes an estimated 60 cycles, and when its operations were issued right after the
+           sums, they waited in the scheduler and held back the scaling. On Zen 5, an L1-resident steady
+           state then took 17 instead of 22 cycles per vector of 128, and a 512 KiB call 7% less time. */
+        __m512d pending = _mm512_setzero_pd();
+        size_t pending_first = SIZE_MAX;
         for (; k + LOOKAHEAD + GROUP_VECTORS <= count; k += GROUP_VECTORS) {
             const size_t ahead = k + LOOKAHEAD;
             const float *xa = v->x + ahead * v->stride;
 
-            /* One vector measured, one scaled, in turn. */
+            /* One vector measured, one scaled, in turn. The first half's partials are reduced as soon as
+               they are complete, and the previous group's r two vectors later. */
             __m512 p[GROUP_VECTORS];
+            __m256d low = _mm256_setzero_pd();
             for (size_t j = 0; j < GROUP_VECTORS; j++) {
                 if (streaming && ahead + j + prefetch_distance < count)
                     prefetch_vector(xa + (j + prefetch_distance) * v->stride, n);
                 p[j] = block_partial(xa + j * v->stride, n);
                 finish_vector(call, v, k + j, &ring, track, &at, n, streaming, gamma_in_registers);
+                if (j == 3)
+                    low = reduce_four(p[0], p[1], p[2], p[3]);
+                if (j == 5 && pending_first != SIZE_MAX)
+                    group_inverse(&ring, pending_first % RING, pending, GROUP_VECTORS, n, call->eps);
             }
             rescue_due(call, v, &ring, k, GROUP_VECTORS, n);
 
-            __m256d low = reduce_four(p[0], p[1], p[2], p[3]);
             __m256d high = reduce_four(p[4], p[5], p[6], p[7]);
-            group_inverse(&ring, ahead % RING, _mm512_insertf64x4(_mm512_castpd256_pd512(low), high, 1),
-                          GROUP_VECTORS, n, call->eps);
+            pending = _mm512_insertf64x4(_mm512_castpd256_pd512(low), high, 1);
+            pending_first = ahead;
         }
+        if (pending_first != SIZE_MAX)
+            group_inverse(&ring, pending_first % RING, pending, GROUP_VECTORS, n, call->eps);
     }
 
     /* The last groups, and every group of longer vectors: measure a group whole, then scale one. */
@@ -504,6 +600,54 @@ static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm
    that register allocation and code placement of one do not depend on the others. The common head
    sizes are constants, so that the loops unroll fully, and gamma (or ones) stays in registers. Token
    and head are followed only when a per-head gamma or inv_rms needs them. */
+/* True when every vector of the call lies in one run of at most SHORT_RUN vectors; *run is that run. */
+static bool single_short_run(const rmsnorm_call *call, vector_run *run)
+{
+    const sinkkit_head_layout *l = call->layout;
+    const size_t outer_count = call->heads_outer ? l->heads : l->tokens;
+    const size_t inner_count = call->heads_outer ? l->tokens : l->heads;
+    const size_t outer_stride = call->heads_outer ? l->head_stride : l->token_stride;
+    const size_t inner_stride = call->heads_outer ? l->token_stride : l->head_stride;
+
+    size_t count;
+    if (__builtin_mul_overflow(outer_count, inner_count, &count) || count > SHORT_RUN)
+        return false;
+    if (outer_count > 1 && inner_count * inner_stride != outer_stride)
+        return false;
+
+    vector_run whole = {call->x, call->y, inner_stride, count, 0, 0};
+    *run = whole;
+    return true;
+}
+
+/* A whole call of at most SHORT_RUN vectors of head_dim n, in one run with shared or no gamma: the decode
+   case. A function of its own, so that gamma stays in registers and the setup of the longer path is
+   skipped. */
+static inline __attribute__((always_inline)) void normalise_short_call(const rmsnorm_call *call, size_t n,
+                                                                       const vector_run *v)
+{
+    const gamma_registers registers = load_gamma_registers(call->gamma, n);
+    vector_position at = {0, 0};
+    if (v->stride == n) {
+        /* Packed vectors, as in a token-major decode row: with a constant stride, a 32-head decode
+           call took about 10% less time. */
+        const vector_run packed = {v->x, v->y, n, v->count, 0, 0};
+        normalise_short(call, &packed, 0, packed.count, n, false, false, &at, &registers);
+    } else {
+        normalise_short(call, v, 0, v->count, n, false, false, &at, &registers);
+    }
+}
+
+static __attribute__((noinline)) void normalise_short_128(const rmsnorm_call *call, const vector_run *v)
+{
+    normalise_short_call(call, 128, v);
+}
+
+static __attribute__((noinline)) void normalise_short_64(const rmsnorm_call *call, const vector_run *v)
+{
+    normalise_short_call(call, 64, v);
+}
+
 static __attribute__((noinline)) void normalise_128(const rmsnorm_call *call)
 {
     normalise_layout(call, 128, false, false, true);
@@ -543,6 +687,7 @@ static __attribute__((noinline)) void normalise_streaming(const rmsnorm_call *ca
 
 static void normalise_call(const rmsnorm_call *call, bool streaming)
 {
+    vector_run run;
     const bool track = call->gamma_kind == SINKKIT_GAMMA_PER_HEAD || call->inv_rms != NULL;
     const size_t n = call->layout->head_dim;
 
@@ -550,6 +695,8 @@ static void normalise_call(const rmsnorm_call *call, bool streaming)
         normalise_streaming(call);
     else if (track || (n != 128 && n != 64))
         normalise_tracked(call);
+    else if (single_short_run(call, &run))
+        n == 128 ? normalise_short_128(call, &run) : normalise_short_64(call, &run);
     else if (n == 128)
         normalise_128(call);
     else
