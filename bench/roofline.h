@@ -9,12 +9,15 @@
 extern "C" {
 #endif
 
-/* One ISA's loops. copy writes y[i] = x[i] with ordinary (temporal) stores. sum adds x with several
-   independent accumulators, so that only load bandwidth limits it; the caller must use the result.
-   touch_stats loads and stores back every element of the three channel-statistics arrays. */
+/* One ISA's loops. copy writes y[i] = x[i] with ordinary (temporal) stores. copy_streaming does the
+   same with non-temporal stores for the 64-byte lines of y and ordinary ones at its ends, then fences;
+   NULL when the ISA has none. sum adds x with several independent accumulators, so that only load
+   bandwidth limits it; the caller must use the result. touch_stats loads and stores back every element
+   of the three channel-statistics arrays. */
 typedef struct bench_roofline {
     const char *name;
     void (*copy)(const float *x, float *y, size_t n);
+    void (*copy_streaming)(const float *x, float *y, size_t n);
     float (*sum)(const float *x, size_t n);
     void (*touch_stats)(float *max_abs, uint64_t *argmax_token, double *sum_squares, size_t channels);
 } bench_roofline;

@@ -94,4 +94,4 @@ static void touch_stats_avx2(float *max_abs, uint64_t *argmax_token, double *sum
     }
 }
 
-const bench_roofline bench_roofline_avx2 = {"avx2", copy_avx2, sum_avx2, touch_stats_avx2};
+const bench_roofline bench_roofline_avx2 = {"avx2", copy_avx2, NULL, sum_avx2, touch_stats_avx2};

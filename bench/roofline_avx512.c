@@ -1,5 +1,6 @@
 /* Roofline loops with 512-bit loads and stores (AVX-512 F). */
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "roofline.h"
 
@@ -40,6 +41,35 @@ static void copy_avx512(const float *x, float *y, size_t n)
         __mmask16 m = tail_mask16(n - i);
         _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_loadu_ps(m, x + i));
     }
+}
+
+/* Non-temporal stores need 64-byte-aligned addresses: ordinary stores cover the elements before the first
+   line boundary of y and after the last one. */
+static void copy_streaming_avx512(const float *x, float *y, size_t n)
+{
+    size_t head = (size_t)((64 - (uintptr_t)y % 64) % 64) / sizeof(float);
+    if (head > n || (uintptr_t)y % sizeof(float) != 0)
+        head = n;
+    for (size_t i = 0; i < head; i++)
+        y[i] = x[i];
+
+    size_t i = head;
+    for (; i + 64 <= n; i += 64) {
+        __m512 a = _mm512_loadu_ps(x + i);
+        __m512 b = _mm512_loadu_ps(x + i + 16);
+        __m512 c = _mm512_loadu_ps(x + i + 32);
+        __m512 d = _mm512_loadu_ps(x + i + 48);
+        _mm512_stream_ps(y + i, a);
+        _mm512_stream_ps(y + i + 16, b);
+        _mm512_stream_ps(y + i + 32, c);
+        _mm512_stream_ps(y + i + 48, d);
+    }
+    for (; i + 16 <= n; i += 16)
+        _mm512_stream_ps(y + i, _mm512_loadu_ps(x + i));
+    for (; i < n; i++)
+        y[i] = x[i];
+
+    _mm_sfence();
 }
 
 static float sum_avx512(const float *x, size_t n)
@@ -116,4 +146,5 @@ static void touch_stats_avx512(float *max_abs, uint64_t *argmax_token, double *s
     }
 }
 
-const bench_roofline bench_roofline_avx512 = {"avx512", copy_avx512, sum_avx512, touch_stats_avx512};
+const bench_roofline bench_roofline_avx512 = {"avx512", copy_avx512, copy_streaming_avx512, sum_avx512,
+                                              touch_stats_avx512};

@@ -43,4 +43,4 @@ static void touch_stats_generic(float *max_abs, uint64_t *argmax_token, double *
     }
 }
 
-const bench_roofline bench_roofline_generic = {"generic", copy_generic, sum_generic, touch_stats_generic};
+const bench_roofline bench_roofline_generic = {"generic", copy_generic, NULL, sum_generic, touch_stats_generic};
