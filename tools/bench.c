@@ -23,6 +23,7 @@ typedef struct case_result {
     double memcpy_copy;
     double loop_copy;
     double read;
+    double read_stats;
 } case_result;
 
 static void print_help(void)
@@ -35,10 +36,13 @@ static void print_help(void)
            "--min-time; the report gives the median time per call of the repetitions.\n"
            "\n"
            "In every repetition the same bytes also go through a roofline operation, alternating with the\n"
-           "kernels: for RMSNorm, which reads x and writes y, a copy of x to y with memcpy and with a plain\n"
-           "loop; for every family, a read of x that sums it with 16 accumulators. The ratio column is the\n"
-           "kernel's time divided by the faster copy (RMSNorm) or by the read (the other families).\n"
-           "GB/s counts the bytes of x read plus, for RMSNorm, the bytes of y written, in 1e9 bytes per\n"
+           "kernels. The rooflines are the loops of the benchmark programs in bench/, at the widest vector\n"
+           "ISA this CPU runs: for RMSNorm, which reads x and writes y, a copy of x to y (and memcpy, of\n"
+           "which the faster counts); for every family, a read of x that sums it with several accumulators;\n"
+           "for channel statistics of one token, that read plus a read and write of the statistics arrays,\n"
+           "which are then several times larger than x. The ratio column is the kernel's time divided by\n"
+           "the roofline's. GB/s counts the bytes of x read plus, for RMSNorm, the bytes of y written and,\n"
+           "for one-token channel statistics, the statistics arrays read and written, in 1e9 bytes per\n"
            "second. Calls repeat on the same buffers, so small cases run from cache.\n"
            "\n"
            "Options:\n"
@@ -130,6 +134,8 @@ static void measure_case(const bench_case *bench, const sinkkit_isa *isas, size_
         ops[op_count++] = (bench_op){OP_LOOP_COPY, NULL, bench, &buffers};
     }
     ops[op_count++] = (bench_op){OP_READ, NULL, bench, &buffers};
+    if (bench_case_touches_stats(bench))
+        ops[op_count++] = (bench_op){OP_READ_STATS, NULL, bench, &buffers};
 
     uint64_t iterations[BENCH_MAX_OPS];
     for (size_t o = 0; o < op_count; o++)
@@ -147,12 +153,15 @@ static void measure_case(const bench_case *bench, const sinkkit_isa *isas, size_
     result->memcpy_copy = NAN;
     result->loop_copy = NAN;
     result->read = NAN;
+    result->read_stats = NAN;
     for (size_t o = first_roofline; o < op_count; o++) {
         double seconds = median(samples[o], options->repetitions);
         if (ops[o].kind == OP_MEMCPY)
             result->memcpy_copy = seconds;
         else if (ops[o].kind == OP_LOOP_COPY)
             result->loop_copy = seconds;
+        else if (ops[o].kind == OP_READ_STATS)
+            result->read_stats = seconds;
         else
             result->read = seconds;
     }
@@ -162,6 +171,10 @@ static void measure_case(const bench_case *bench, const sinkkit_isa *isas, size_
 /* Returns the roofline time of the case and its name. */
 static double roofline(const bench_case *bench, const case_result *result, const char **name)
 {
+    if (bench_case_touches_stats(bench)) {
+        *name = "read+stats";
+        return result->read_stats;
+    }
     if (!bench_family_writes(bench->family)) {
         *name = "read";
         return result->read;
@@ -170,7 +183,7 @@ static double roofline(const bench_case *bench, const case_result *result, const
         *name = "memcpy";
         return result->memcpy_copy;
     }
-    *name = "loop copy";
+    *name = "copy";
     return result->loop_copy;
 }
 
@@ -198,8 +211,10 @@ static void print_text_header(const sinkkit_isa *isas, size_t isa_count, const b
     printf("\n");
     cli_print_env_note(stdout);
     cli_print_shape_legend(stdout);
-    printf("Roofline: the faster copy of x to y (memcpy or a plain loop) for RMSNorm, a summing read of x for\n"
-           "the others; ratio = kernel time / roofline time.\n\n");
+    printf("Roofline (%s loops, as in bench/): the faster copy of x to y (the loop or memcpy) for RMSNorm,\n"
+           "a summing read of x for the others, plus a read and write of the statistics arrays for\n"
+           "one-token channel statistics; ratio = kernel time / roofline time.\n\n",
+           bench_widest_roofline()->name);
     printf("%-17s %-7s %6s  %-7s %10s %8s  %-9s %10s %8s %7s\n", "kernel", "shape", "tokens", "isa", "time/call",
            "GB/s", "roofline", "time/call", "GB/s", "ratio");
     fflush(stdout);
@@ -249,6 +264,8 @@ static void print_json_case(cli_json *json, const bench_case *bench, const sinkk
         cli_json_number(json, "loop_copy_seconds", result->loop_copy);
         cli_json_number(json, "read_seconds", result->read);
         cli_json_uint(json, "read_bytes", x_bytes);
+        cli_json_number(json, "read_stats_seconds", result->read_stats);
+        cli_json_string(json, "roofline_isa", bench_widest_roofline()->name);
         cli_json_object_end(json);
     }
     fflush(json->out);

@@ -12,10 +12,22 @@ bool bench_family_writes(bench_family family)
     return family == FAMILY_RMSNORM;
 }
 
+bool bench_case_touches_stats(const bench_case *bench)
+{
+    return bench->family == FAMILY_CHANNEL_STATS && bench->tokens == 1;
+}
+
+/* Bytes of max_abs, argmax_token and sum_squares per channel. */
+enum { STATS_BYTES_PER_CHANNEL = sizeof(float) + sizeof(uint64_t) + sizeof(double) };
+
 size_t bench_kernel_bytes(const bench_case *bench)
 {
     size_t x_bytes = bench->tokens * bench->heads * bench->head_dim * sizeof(float);
-    return bench_family_writes(bench->family) ? 2 * x_bytes : x_bytes;
+    if (bench_family_writes(bench->family))
+        return 2 * x_bytes;
+    if (bench_case_touches_stats(bench))
+        return x_bytes + 2 * bench->heads * bench->head_dim * STATS_BYTES_PER_CHANNEL;
+    return x_bytes;
 }
 
 bench_buffers bench_buffers_new(const bench_case *bench)
@@ -68,39 +80,20 @@ void bench_buffers_free(bench_buffers *buffers)
 
 /* ---- roofline operations ---- */
 
-/* The empty asm statement after each 64-byte block keeps the compiler from turning the loop into a
-   memcpy call, so this measures what a simple compiled loop achieves. */
-static void loop_copy(float *restrict y, const float *restrict x, size_t n)
+const bench_roofline *bench_widest_roofline(void)
 {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        for (size_t k = 0; k < 16; k++)
-            y[i + k] = x[i + k];
-        __asm__ volatile("" : : "r"(y) : "memory");
-    }
-    for (; i < n; i++)
-        y[i] = x[i];
+#if defined(SINKKIT_HAVE_AVX512)
+    if (sinkkit_isa_supported(SINKKIT_ISA_AVX512))
+        return &bench_roofline_avx512;
+#endif
+#if defined(SINKKIT_HAVE_AVX2)
+    if (sinkkit_isa_supported(SINKKIT_ISA_AVX2))
+        return &bench_roofline_avx2;
+#endif
+    return &bench_roofline_generic;
 }
 
-/* Sixteen independent accumulators hide the latency of the adds, so the loop is limited by loads. */
-static float read_sum(const float *x, size_t n)
-{
-    float sums[16] = {0};
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        for (size_t k = 0; k < 16; k++)
-            sums[k] += x[i + k];
-    }
-
-    float total = 0.0f;
-    for (size_t k = 0; k < 16; k++)
-        total += sums[k];
-    for (; i < n; i++)
-        total += x[i];
-    return total;
-}
-
-/* Keeps the result of read_sum observable so that the compiler cannot drop the loop. */
+/* Keeps the result of the read observable so that the compiler cannot drop the loop. */
 static volatile float read_sink;
 
 /* ---- kernels ---- */
@@ -144,10 +137,15 @@ static void run_op(const bench_op *op, uint64_t iteration)
         memcpy(b->y, b->x, b->count * sizeof(float));
         break;
     case OP_LOOP_COPY:
-        loop_copy(b->y, b->x, b->count);
+        bench_widest_roofline()->copy(b->x, b->y, b->count);
         break;
     case OP_READ:
-        read_sink = read_sum(b->x, b->count);
+        read_sink = bench_widest_roofline()->sum(b->x, b->count);
+        break;
+    case OP_READ_STATS:
+        read_sink = bench_widest_roofline()->sum(b->x, b->count);
+        bench_widest_roofline()->touch_stats(b->max_abs, b->argmax_token, b->sum_squares,
+                                             op->bench->heads * op->bench->head_dim);
         break;
     }
 }
