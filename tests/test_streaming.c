@@ -168,6 +168,11 @@ static void compare_variants(const sinkkit_kernel_table *k, sinkkit_rmsnorm_f32_
     expect_same_bits(r_streaming, r_ordinary, vectors, "streaming inv_rms");
     expect_matches_reference(&l, x.data, y_streaming.data, g, kind);
 
+    /* Without inv_rms, whole-line vectors with shared or no gamma take a variant of their own. */
+    memset(y_streaming.data, 0, span * sizeof(float));
+    streaming(&l, x.data, y_streaming.data, g, kind, 1e-6f, NULL);
+    expect_same_vectors(&l, y_streaming.data, y_ordinary.data, "streaming y without inv_rms");
+
     memcpy(in_place.data, x.data, span * sizeof(float));
     streaming(&l, in_place.data, in_place.data, g, kind, 1e-6f, NULL);
     expect_same_vectors(&l, in_place.data, y_ordinary.data, "streaming y in place");

@@ -254,6 +254,18 @@ static inline __attribute__((always_inline)) void scale_vector_gamma_registers(c
     }
 }
 
+/* Writes y[0..n) = (x * r) * gamma with non-temporal stores and gamma in registers, for a y on a 64-byte
+   boundary and n a multiple of 16, so that every store fills one whole line. */
+static inline __attribute__((always_inline)) void scale_vector_streaming_lines(const float *x, float *y,
+                                                                                const gamma_registers *gamma,
+                                                                                size_t n, __m512 rv)
+{
+    for (size_t k = 0; 16 * k < n; k++) {
+        __m512 xr = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * k), rv);
+        _mm512_stream_ps(y + 16 * k, _mm512_mul_ps(xr, gamma->v[k]));
+    }
+}
+
 /* Writes y[0..n) with non-temporal stores for the whole 64-byte lines and ordinary stores for the
    partial lines at either end. Every element gets the same value as from scale_vector(). */
 static inline __attribute__((always_inline)) void scale_vector_streaming(const float *x, float *y,
@@ -404,7 +416,9 @@ static inline __attribute__((always_inline)) void finish_vector_with(const rmsno
     if (rescued)
         return;
 
-    if (streaming)
+    if (streaming && gamma_in_registers != NULL)
+        scale_vector_streaming_lines(xv, yv, gamma_in_registers, n, rv);
+    else if (streaming)
         scale_vector_streaming(xv, yv, g, n, rv);
     else if (gamma_in_registers != NULL)
         scale_vector_gamma_registers(xv, yv, gamma_in_registers, n, rv);
@@ -671,13 +685,42 @@ static __attribute__((noinline)) void normalise_tracked(const rmsnorm_call *call
         normalise_layout(call, n, false, true, false);
 }
 
-/* Streaming stores go to the 64-byte-aligned part of y, whose gamma elements are not at fixed register
-   lanes, so this variant reads gamma from memory. */
+/* True when every vector of y starts on a 64-byte boundary and fills whole lines: then streaming stores
+   need no ordinary stores at the ends of a vector, and gamma's elements sit at fixed register lanes. */
+static bool vectors_on_lines(const rmsnorm_call *call)
+{
+    const sinkkit_head_layout *l = call->layout;
+    const size_t line = 64 / sizeof(float);
+    return (uintptr_t)call->y % 64 == 0 && l->head_dim % line == 0 && l->token_stride % line == 0 &&
+           l->head_stride % line == 0;
+}
+
+/* Streaming variants for vectors on whole lines, with shared or no gamma in registers and neither token
+   nor head followed. Compared in one process with the general variant below on a 64 MiB call, they took
+   about 5% less time (Zen 5). */
+static __attribute__((noinline)) void normalise_streaming_lines_128(const rmsnorm_call *call)
+{
+    normalise_layout(call, 128, true, false, true);
+}
+
+static __attribute__((noinline)) void normalise_streaming_lines_64(const rmsnorm_call *call)
+{
+    normalise_layout(call, 64, true, false, true);
+}
+
+/* Elsewhere streaming stores go to the 64-byte-aligned part of each vector, whose gamma elements are not
+   at fixed register lanes, so this variant reads gamma from memory. */
 static __attribute__((noinline)) void normalise_streaming(const rmsnorm_call *call)
 {
     const size_t n = call->layout->head_dim;
+    const bool track = call->gamma_kind == SINKKIT_GAMMA_PER_HEAD || call->inv_rms != NULL;
+    const bool on_lines = !track && vectors_on_lines(call);
 
-    if (n == 128)
+    if (n == 128 && on_lines)
+        normalise_streaming_lines_128(call);
+    else if (n == 64 && on_lines)
+        normalise_streaming_lines_64(call);
+    else if (n == 128)
         normalise_layout(call, 128, true, true, false);
     else if (n == 64)
         normalise_layout(call, 64, true, true, false);
