@@ -509,7 +509,6 @@ static inline size_t streaming_prefetch_distance(size_t n)
     return vectors > 0 ? vectors : 1;
 }
 
-
 /* Normalises the vectors of run v, with head_dim n, as a software pipeline: vector k + LOOKAHEAD is
    measured while vector k is scaled, one of each in turn. The loads of x then overlap with the stores
    of y (as in a copy), and the latency of each group's r with the scaling of the vectors in between.
@@ -610,10 +609,6 @@ static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm
     }
 }
 
-/* The variants of normalise_layout() that normalise_call() chooses from, each a function of its own so
-   that register allocation and code placement of one do not depend on the others. The common head
-   sizes are constants, so that the loops unroll fully, and gamma (or ones) stays in registers. Token
-   and head are followed only when a per-head gamma or inv_rms needs them. */
 /* True when every vector of the call lies in one run of at most SHORT_RUN vectors; *run is that run. */
 static bool single_short_run(const rmsnorm_call *call, vector_run *run)
 {
@@ -662,6 +657,10 @@ static __attribute__((noinline)) void normalise_short_64(const rmsnorm_call *cal
     normalise_short_call(call, 64, v);
 }
 
+/* The variants of normalise_layout() that normalise_call() chooses from, each a function of its own so
+   that register allocation and code placement of one do not depend on the others. The common head
+   sizes are constants, so that the loops unroll fully, and gamma (or ones) stays in registers. Token
+   and head are followed only when a per-head gamma or inv_rms needs them. */
 static __attribute__((noinline)) void normalise_128(const rmsnorm_call *call)
 {
     normalise_layout(call, 128, false, false, true);
