@@ -148,7 +148,7 @@ typedef struct r_ring {
 } r_ring;
 
 /* Returns r = sinkkit_rms_inverse(), rounded to float, for the sums s of the count <= 8 vectors of a
-   group, and in *rescue the bits of those for which sinkkit_rms_needs_rescue() holds. Each lane performs
+   group, and in *rescue the bits of those for which sinkkit_rms_needs_rescue() is true. Each lane performs
    the same correctly rounded operations in the same order (divide, add, square root, divide), and the
    ordered compares are false for NaN as the scalar comparisons are, so every lane equals the scalar
    calls bit for bit. */
@@ -394,9 +394,9 @@ static __attribute__((noinline, cold)) void rescue_vectors(const rmsnorm_call *c
     }
 }
 
-/* Writes y and inv_rms of vector k of run v with r = rf, unless rescued is set: rescue_vectors() handles
-   the vector then. gamma_in_registers is NULL to read gamma from memory. at is followed when track is
-   set. */
+/* Writes y and inv_rms of vector k of run v with r broadcast in every lane of rv, unless rescued is set:
+   rescue_vectors() handles the vector then. gamma_in_registers is NULL to read gamma from memory. at is
+   followed when track is set. */
 static inline __attribute__((always_inline)) void finish_vector_with(const rmsnorm_call *call, const vector_run *v,
                                                                      size_t k, __m512 rv, bool rescued, bool track,
                                                                      vector_position *at, size_t n, bool streaming,
@@ -581,28 +581,42 @@ static inline __attribute__((always_inline)) void normalise_run(const rmsnorm_ca
     }
 }
 
-/* Normalises every vector of the call, one run at a time. */
-static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm_call *call, size_t n,
-                                                                   bool streaming, bool track, bool in_registers)
+/* Returns how many runs the call's vectors form, with the first one in *first and each next one
+   *outer_stride floats further on. The runs follow the inner dimension, and merge into one when the outer
+   stride equals the inner count times the inner stride. */
+static size_t layout_runs(const rmsnorm_call *call, vector_run *first, size_t *outer_stride)
 {
     const sinkkit_head_layout *l = call->layout;
     const size_t outer_count = call->heads_outer ? l->heads : l->tokens;
     const size_t inner_count = call->heads_outer ? l->tokens : l->heads;
-    const size_t outer_stride = call->heads_outer ? l->head_stride : l->token_stride;
     const size_t inner_stride = call->heads_outer ? l->token_stride : l->head_stride;
+    *outer_stride = call->heads_outer ? l->head_stride : l->token_stride;
 
     size_t inner_span;
     const bool continuous = !__builtin_mul_overflow(inner_count, inner_stride, &inner_span) &&
-                            inner_span == outer_stride;
-    const size_t runs = continuous ? 1 : outer_count;
+                            inner_span == *outer_stride;
+    const vector_run run = {call->x, call->y, inner_stride, continuous ? outer_count * inner_count : inner_count,
+                            0, 0};
+    *first = run;
+    return continuous ? 1 : outer_count;
+}
+
+/* Normalises every vector of the call, one run at a time. */
+static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm_call *call, size_t n,
+                                                                   bool streaming, bool track, bool in_registers)
+{
+    vector_run first;
+    size_t outer_stride;
+    const size_t runs = layout_runs(call, &first, &outer_stride);
 
     gamma_registers registers;
     if (in_registers)
         registers = load_gamma_registers(call->gamma, n);
 
     for (size_t o = 0; o < runs; o++) {
-        vector_run v = {call->x + o * outer_stride, call->y + o * outer_stride, inner_stride,
-                        continuous ? outer_count * inner_count : inner_count, 0, 0};
+        vector_run v = first;
+        v.x += o * outer_stride;
+        v.y += o * outer_stride;
         v.token = call->heads_outer ? 0 : o;
         v.head = call->heads_outer ? o : 0;
         normalise_run(call, &v, n, streaming, track, in_registers ? &registers : NULL);
@@ -612,21 +626,8 @@ static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm
 /* True when every vector of the call lies in one run of at most SHORT_RUN vectors; *run is that run. */
 static bool single_short_run(const rmsnorm_call *call, vector_run *run)
 {
-    const sinkkit_head_layout *l = call->layout;
-    const size_t outer_count = call->heads_outer ? l->heads : l->tokens;
-    const size_t inner_count = call->heads_outer ? l->tokens : l->heads;
-    const size_t outer_stride = call->heads_outer ? l->head_stride : l->token_stride;
-    const size_t inner_stride = call->heads_outer ? l->token_stride : l->head_stride;
-
-    size_t count;
-    if (__builtin_mul_overflow(outer_count, inner_count, &count) || count > SHORT_RUN)
-        return false;
-    if (outer_count > 1 && inner_count * inner_stride != outer_stride)
-        return false;
-
-    vector_run whole = {call->x, call->y, inner_stride, count, 0, 0};
-    *run = whole;
-    return true;
+    size_t outer_stride;
+    return layout_runs(call, run, &outer_stride) == 1 && run->count <= SHORT_RUN;
 }
 
 /* A whole call of at most SHORT_RUN vectors of head_dim n, in one run with shared or no gamma: the decode
