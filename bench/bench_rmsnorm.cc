@@ -411,7 +411,7 @@ void bm_rmsnorm_streaming(benchmark::State &state, Shape shape, const KernelIsa 
 }
 
 // A bare non-temporal copy of the shape's bytes against the ordinary-store copy, both of the widest
-// ISA: the least time any kernel that streams y can take, beside the streaming row.
+// ISA: the floor, up to noise, for any kernel that streams y, shown beside the streaming row.
 void bm_copy_streaming(benchmark::State &state, Shape shape)
 {
     const bench_roofline &roofline = sinkkit_bench::widest_roofline();

@@ -10,8 +10,8 @@ extern "C" {
 #endif
 
 /* One ISA's loops. copy writes y[i] = x[i] with ordinary (temporal) stores. copy_streaming does the
-   same with non-temporal stores for the 64-byte lines of y and ordinary ones at its ends, then fences;
-   NULL when the ISA has none. sum adds x with several independent accumulators, so that only load
+   same with non-temporal stores for the 64-byte lines of y and ordinary ones at its ends, then fences.
+   It is NULL when the ISA has none. sum adds x with several independent accumulators, so that only load
    bandwidth limits it; the caller must use the result. touch_stats loads and stores back every element
    of the three channel-statistics arrays. */
 typedef struct bench_roofline {
