@@ -992,6 +992,66 @@ static void rescue_at_every_position(void **state)
     }
 }
 
+/* Calls with 16 MiB of output, where a kernel may take a path for data beyond the caches. On clean
+   input they match the reference. With a zero vector, an overflowing one and a NaN one, they give the
+   output and inv_rms of calls of 64 tokens each, bit for bit, per gamma kind, at head_dim 128 and 64. */
+static void large_calls_equal_smaller_calls(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    const sinkkit_head_layout layouts[] = {token_major(1024, 32, 128), token_major(2048, 32, 64)};
+    const size_t block_tokens = 64;
+    uint64_t seed = 1601;
+
+    for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+        const sinkkit_head_layout l = layouts[i];
+        const size_t span = layout_span(&l);
+        const size_t vectors = inv_count(&l);
+        float *x = malloc(span * sizeof(float));
+        float *gamma = malloc(l.heads * l.head_dim * sizeof(float));
+        float *y = malloc(span * sizeof(float));
+        float *want_y = malloc(span * sizeof(float));
+        float *r = malloc(vectors * sizeof(float));
+        float *want_r = malloc(vectors * sizeof(float));
+        assert_non_null(x);
+        assert_non_null(gamma);
+        assert_non_null(y);
+        assert_non_null(want_y);
+        assert_non_null(r);
+        assert_non_null(want_r);
+        fill_wide_range(x, span, &seed);
+        tk_fill_random(gamma, l.heads * l.head_dim, &seed, 0.0f, 2.0f);
+
+        for (size_t g = 0; g < 3; g++) {
+            rms_problem p = {l, x, g ? gamma : NULL, gamma_kinds[g], 1e-6f};
+            run_kernel(k, &p, y, r);
+            expect_matches_reference(&p, y, r);
+        }
+
+        memset(x + 5 * l.head_dim, 0, l.head_dim * sizeof(float));
+        x[(vectors / 3) * l.head_dim + 7] = 1e20f;
+        x[(vectors - 2) * l.head_dim + 1] = NAN;
+        for (size_t g = 0; g < 3; g++) {
+            rms_problem p = {l, x, g ? gamma : NULL, gamma_kinds[g], 1e-6f};
+            run_kernel(k, &p, y, r);
+            for (size_t t = 0; t < l.tokens; t += block_tokens) {
+                rms_problem block = p;
+                block.layout.tokens = block_tokens;
+                block.x = x + t * l.token_stride;
+                run_kernel(k, &block, want_y + t * l.token_stride, want_r + t * l.heads);
+            }
+            expect_same_bits(y, want_y, span, "y");
+            expect_same_bits(r, want_r, vectors, "inv_rms");
+        }
+
+        free(x);
+        free(gamma);
+        free(y);
+        free(want_y);
+        free(r);
+        free(want_r);
+    }
+}
+
 /* ---- overflow, underflow and non-finite values ---- */
 
 /* Squares of 1e20 overflow float, so the vector goes through the double rescue and normalises to +-1. */
@@ -1264,6 +1324,7 @@ int main(void)
         TK_ISA_TESTS(long_runs_match_reference),
         TK_ISA_TESTS(long_run_equals_token_calls),
         TK_ISA_TESTS(rescue_at_every_position),
+        TK_ISA_TESTS(large_calls_equal_smaller_calls),
         TK_ISA_TESTS(huge_row_normalises_to_one),
         TK_ISA_TESTS(extreme_rows_match_reference),
         TK_ISA_TESTS(positive_eps_keeps_output_finite),
