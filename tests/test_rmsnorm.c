@@ -992,9 +992,9 @@ static void rescue_at_every_position(void **state)
     }
 }
 
-/* Calls with 16 MiB of output, where a kernel may take a path for data beyond the caches. On clean
-   input they match the reference. With a zero vector, an overflowing one and a NaN one, they give the
-   output and inv_rms of calls of 64 tokens each, bit for bit, per gamma kind, at head_dim 128 and 64. */
+/* Checks calls with 16 MiB of output, where a kernel may take its path for data beyond the caches.
+   Clean input must match the reference. With a zero, an overflowing and a NaN vector, y and inv_rms
+   must equal those of 64-token calls bit for bit, for every gamma kind at head_dim 128 and 64. */
 static void large_calls_equal_smaller_calls(void **state)
 {
     const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));

@@ -34,11 +34,11 @@ enum {
        whose stores also read their lines, prefetching gained nothing. */
     STREAMING_PREFETCH = 16 * 1024,
     /* Calls with at least this many bytes of output take normalise_run_per_vector() unless they
-       stream. Their x and y together fill a 32 MiB L3. Measured on a Zen 5 virtual machine with that
-       L3, single thread, as time over the copy of the same bytes (pipeline of normalise_run(), then
-       one vector at a time), by bytes of output. At head_dim 128: 4 MiB 1.15 and 1.24, 8 MiB both
-       about 1.22, 16 MiB 1.36 and 1.09, 64 MiB 1.10 and 1.00. At head_dim 64: 8 MiB 1.26 and 1.74,
-       16 MiB 1.41 and 1.25, 32 MiB 1.17 and 1.00. */
+       stream: x and y then take at least 32 MiB, the L3 size of the machine measured. Measured on a
+       Zen 5 virtual machine, single thread, as time over the copy of the same bytes (pipeline of
+       normalise_run(), then one vector at a time), by bytes of output. At head_dim 128: 4 MiB 1.15
+       and 1.24 to 1.29, 8 MiB both about 1.22, 16 MiB 1.36 and 1.09, 64 MiB 1.10 and 1.00. At
+       head_dim 64: 8 MiB 1.26 and 1.74, 16 MiB 1.41 and 1.25, 32 MiB 1.17 and 1.00. */
     PER_VECTOR_BYTES = 16 << 20
 };
 
@@ -628,8 +628,8 @@ static size_t layout_runs(const rmsnorm_call *call, vector_run *first, size_t *o
     return continuous ? 1 : outer_count;
 }
 
-/* True when the call writes at least PER_VECTOR_BYTES. Its tokens * heads * head_dim floats of y exist,
-   so the product does not overflow. */
+/* Returns whether the call writes at least PER_VECTOR_BYTES. Its tokens * heads * head_dim floats of y
+   exist in memory, so the product does not overflow. */
 static bool output_reaches_per_vector_bytes(const rmsnorm_call *call)
 {
     const sinkkit_head_layout *l = call->layout;
@@ -648,8 +648,8 @@ static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm
     if (in_registers)
         registers = load_gamma_registers(call->gamma, n);
 
-    /* Measured with vectors of at most one block only. Streaming calls keep the pipeline and its
-       prefetches: one vector at a time took 0.90 of the ordinary copy at 64 MiB, against 0.80. */
+    /* Only vectors of at most one block were measured, so longer ones keep the pipeline. So do streaming
+       calls, for its prefetches: one vector at a time took 0.90 of the ordinary copy at 64 MiB, not 0.80. */
     const bool per_vector = !streaming && n <= BLOCK && output_reaches_per_vector_bytes(call);
 
     for (size_t o = 0; o < runs; o++) {
