@@ -26,7 +26,15 @@ enum {
     RING = 32,
     /* Bytes of x that the streaming variant prefetches ahead of the vector being measured, as in the
        AVX-512 kernel. */
-    STREAMING_PREFETCH = 16 * 1024
+    STREAMING_PREFETCH = 16 * 1024,
+    /* Calls with at least this many bytes of output take normalise_run_per_vector() unless they
+       stream: x and y then take at least 128 MiB, four times the L3 size of the machine measured.
+       Measured on a Zen 5 virtual machine, single thread, in the benchmark, as time over the copy of
+       the same bytes (pipeline of normalise_run(), then one vector at a time), by bytes of output. At
+       head_dim 128: 16 MiB 1.32 and 1.38, 32 MiB 1.14 to 1.18 and 1.18 to 1.19, 64 MiB 1.33 to 1.43
+       and 1.17 to 1.25. At head_dim 64, 32 MiB: 1.31 and 1.29 to 1.38. The AVX-512 kernel switches
+       from 16 MiB on. */
+    PER_VECTOR_BYTES = 64 << 20
 };
 
 /* Loads x[0..count), count < 8, with +0 in the other lanes, exactly as a masked load would, but
@@ -436,10 +444,38 @@ static inline __attribute__((always_inline)) void normalise_run(const rmsnorm_ca
     }
 }
 
-/* Normalises every vector of the call, one run at a time.
-   NOTE: calls beyond the caches stay on the pipeline here. In the benchmark it took 1.35 to 1.37 times
-   the copy at 128 MiB, where the AVX-512 kernel, one vector at a time, took 0.99 to 1.01. A variant
-   that measured and scaled one group of 4 at a time was slower at head_dim 128 and was not kept. */
+/* Normalises the vectors of run v one at a time: sums, r, then scaling while the vector is still in L1.
+   The loads of x then stay next to the stores of y, as in a copy. Each vector is a run of its own at
+   ring slot 0, so that the rescue finds its token and head. Its r is bit for bit the one the pipeline
+   computes, because reduce_four() treats each of its operands alike. */
+static inline __attribute__((always_inline)) void normalise_run_per_vector(const rmsnorm_call *call,
+                                                                           const vector_run *v, size_t n,
+                                                                           bool track)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    vector_position at = {v->token, v->head};
+    r_ring ring;
+
+    for (size_t k = 0; k < v->count; k++) {
+        const vector_run single = {v->x + k * v->stride, v->y + k * v->stride, v->stride, 1, at.token, at.head};
+        group_inverse(&ring, 0, reduce_four(block_partial(single.x, n), zero, zero, zero), 1, n, call->eps);
+
+        vector_position single_at = at;
+        finish_vector(call, &single, 0, &ring, track, &single_at, n, false);
+        rescue_due(call, &single, &ring, 0, 1, n);
+        next_position(call, &at);
+    }
+}
+
+/* Returns whether the call writes at least PER_VECTOR_BYTES. Its tokens * heads * head_dim floats of y
+   exist in memory, so the product does not overflow. */
+static bool output_reaches_per_vector_bytes(const rmsnorm_call *call)
+{
+    const sinkkit_head_layout *l = call->layout;
+    return l->tokens * l->heads * l->head_dim * sizeof(float) >= PER_VECTOR_BYTES;
+}
+
+/* Normalises every vector of the call, one run at a time. */
 static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm_call *call, size_t n,
                                                                    bool streaming, bool track)
 {
@@ -454,12 +490,19 @@ static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm
                             inner_span == outer_stride;
     const size_t runs = continuous ? 1 : outer_count;
 
+    /* Only vectors of at most one block were measured, so longer ones keep the pipeline. So do streaming
+       calls: in the AVX-512 kernel, one vector at a time with streaming stores was slower. */
+    const bool per_vector = !streaming && n <= BLOCK && output_reaches_per_vector_bytes(call);
+
     for (size_t o = 0; o < runs; o++) {
         vector_run v = {call->x + o * outer_stride, call->y + o * outer_stride, inner_stride,
                         continuous ? outer_count * inner_count : inner_count, 0, 0};
         v.token = call->heads_outer ? 0 : o;
         v.head = call->heads_outer ? o : 0;
-        normalise_run(call, &v, n, streaming, track);
+        if (per_vector)
+            normalise_run_per_vector(call, &v, n, track);
+        else
+            normalise_run(call, &v, n, streaming, track);
     }
 }
 
