@@ -265,7 +265,7 @@ static int run_accepted_rmsnorm(const rmsnorm_case *c, float *arena, float *expe
             }
             continue;
         }
-        double error = tk_relative_error(arena[i], expected[i]);
+        double error = metric_relative_error(arena[i], expected[i]);
         *max_error = max_double(*max_error, error);
         if (error > reference_tolerance) {
             print_error("case \"%s\": float %zu = %.9g, reference %.9g\n", c->name, i, arena[i], expected[i]);
@@ -434,7 +434,7 @@ static int check_moments_arena(const char *name, const float *arena, const float
             continue;
         }
 
-        double error = tk_relative_error(arena[i], *want);
+        double error = metric_relative_error(arena[i], *want);
         *max_error = max_double(*max_error, error);
         if (error > reference_tolerance) {
             print_error("case \"%s\": float %zu = %.9g, reference %.9g\n", name, i, arena[i], *want);
@@ -801,7 +801,7 @@ static void stats_update_accepts_valid(void **state)
             assert_memory_equal(&max_abs[c], &want_max[c], sizeof(float));
             assert_int_equal(argmax_token[c], want_argmax[c]);
             assert_true(argmax_token[c] >= firsts[i] && argmax_token[c] < firsts[i] + TOKENS);
-            assert_true(tk_relative_error(sum_squares[c], want_sum[c]) <= TK_FLOAT_PARTIAL_BOUND);
+            assert_true(metric_relative_error(sum_squares[c], want_sum[c]) <= TK_FLOAT_PARTIAL_BOUND);
         }
     }
     tk_buffer_free(&a);
@@ -940,7 +940,7 @@ static void stats_merge_accepts_valid(void **state)
     for (size_t c = 0; c < CHANNELS; c++) {
         assert_memory_equal(&max_abs[0][c], &want_max[c], sizeof(float));
         assert_int_equal(argmax_token[0][c], want_argmax[c]);
-        assert_true(tk_relative_error(sum_squares[0][c], want_sum[c]) <= TK_FLOAT_PARTIAL_BOUND);
+        assert_true(metric_relative_error(sum_squares[0][c], want_sum[c]) <= TK_FLOAT_PARTIAL_BOUND);
     }
 }
 

@@ -154,7 +154,7 @@ static void expect_stats(const sinkkit_channel_stats *got, const sinkkit_channel
                         (unsigned long long)got->argmax_token[c], (unsigned long long)want->argmax_token[c]);
             fail();
         }
-        double error = tk_relative_error(sqrt(got->sum_squares[c]), sqrt(want->sum_squares[c]));
+        double error = metric_relative_error(sqrt(got->sum_squares[c]), sqrt(want->sum_squares[c]));
         if (!(error <= 1e-6)) {
             print_error("%s: channel %zu sum_squares %.17g, expected %.17g (RMS relative error %g)\n", context, c,
                         got->sum_squares[c], want->sum_squares[c], error);
@@ -625,7 +625,7 @@ static void kernel_sum_squares_within_bound(void **state)
 
     double worst = 0.0;
     for (size_t c = 0; c < channels; c++) {
-        const double error = tk_relative_error(got.view.sum_squares[c], want.view.sum_squares[c]);
+        const double error = metric_relative_error(got.view.sum_squares[c], want.view.sum_squares[c]);
         worst = error > worst ? error : worst;
     }
     print_message("%s: largest relative error of sum_squares %.3g (bound %.3g)\n", sinkkit_isa_name(k->isa), worst,

@@ -608,11 +608,11 @@ static void signature_close_to_reference(void **state)
 
     double max_error = 0.0;
     for (size_t i = 0; i < SIG_ELEMENTS; i++) {
-        double error = tk_relative_error(got->y[i], want->y[i]);
+        double error = metric_relative_error(got->y[i], want->y[i]);
         max_error = error > max_error ? error : max_error;
     }
     for (size_t i = 0; i < SIG_TOKENS; i++) {
-        double error = tk_relative_error(got->variance[i], want->variance[i]);
+        double error = metric_relative_error(got->variance[i], want->variance[i]);
         max_error = error > max_error ? error : max_error;
     }
     printf("%s: max relative error %.3g against the reference\n", sinkkit_isa_name(table->isa), max_error);

@@ -56,14 +56,14 @@ static double variance_error(float got, float want)
 {
     if (fabsf(want) < FLT_MIN && !isnan(want) && !isnan(got))
         return fabs((double)got - (double)want) <= subnormal_slack ? 0.0 : INFINITY;
-    return tk_relative_error(got, want);
+    return metric_relative_error(got, want);
 }
 
 /* Returns the error of a mean in units of |mean| + std. Infinities and NaN must match exactly. */
 static double mean_error(float got, float want, float want_variance)
 {
     if (!isfinite(want) || !isfinite(got))
-        return tk_relative_error(got, want);
+        return metric_relative_error(got, want);
 
     double diff = fabs((double)got - (double)want);
     if (diff <= subnormal_slack)

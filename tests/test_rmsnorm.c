@@ -89,7 +89,7 @@ static void expect_close(float got, double want, const char *label, size_t t, si
 {
     if (!tk_rmsnorm_close(got, want))
         fail_msg("%s at token %zu, head %zu, element %zu: got %.9g, expected %.9g (relative error %.3g)", label,
-                 t, h, d, (double)got, want, tk_relative_error(got, want));
+                 t, h, d, (double)got, want, metric_relative_error(got, want));
 }
 
 /* Runs the reference on p and checks every element of y and every inv_rms (when not NULL) against it. */

@@ -31,9 +31,7 @@ typedef struct bench_buffers {
     float *gamma;
     float *mean;           /* [tokens][heads] */
     float *variance;
-    float *max_abs;        /* [channels] */
-    uint64_t *argmax_token;
-    double *sum_squares;
+    cli_stats stats;
 } bench_buffers;
 
 /* What one timed call does: a kernel of one ISA, or one of the roofline operations on the same bytes. */

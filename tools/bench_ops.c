@@ -54,14 +54,7 @@ bench_buffers bench_buffers_new(const bench_case *bench)
     buffers.mean = cli_alloc(cli_checked_mul(vectors, sizeof(float)));
     buffers.variance = cli_alloc(cli_checked_mul(vectors, sizeof(float)));
 
-    buffers.max_abs = cli_alloc(cli_checked_mul(width, sizeof(float)));
-    buffers.argmax_token = cli_alloc(cli_checked_mul(width, sizeof(uint64_t)));
-    buffers.sum_squares = cli_alloc(cli_checked_mul(width, sizeof(double)));
-    for (size_t c = 0; c < width; c++) {
-        buffers.max_abs[c] = 0.0f;
-        buffers.argmax_token[c] = SINKKIT_NO_TOKEN;
-        buffers.sum_squares[c] = 0.0;
-    }
+    buffers.stats = cli_stats_new(width);
     return buffers;
 }
 
@@ -72,9 +65,7 @@ void bench_buffers_free(bench_buffers *buffers)
     free(buffers->gamma);
     free(buffers->mean);
     free(buffers->variance);
-    free(buffers->max_abs);
-    free(buffers->argmax_token);
-    free(buffers->sum_squares);
+    cli_stats_free(&buffers->stats);
     memset(buffers, 0, sizeof *buffers);
 }
 
@@ -120,8 +111,8 @@ static void run_kernel(const bench_op *op, uint64_t iteration)
         break;
     case FAMILY_CHANNEL_STATS:
         /* Each call continues the token stream, as consecutive chunks of one sequence would. */
-        op->kernels->channel_stats_update_f32(b->max_abs, b->argmax_token, b->sum_squares, width, b->x,
-                                              bench->tokens, width, iteration * bench->tokens);
+        op->kernels->channel_stats_update_f32(b->stats.max_abs, b->stats.argmax_token, b->stats.sum_squares, width,
+                                              b->x, bench->tokens, width, iteration * bench->tokens);
         break;
     }
 }
@@ -144,7 +135,7 @@ static void run_op(const bench_op *op, uint64_t iteration)
         break;
     case OP_READ_STATS:
         read_sink = bench_widest_roofline()->sum(b->x, b->count);
-        bench_widest_roofline()->touch_stats(b->max_abs, b->argmax_token, b->sum_squares,
+        bench_widest_roofline()->touch_stats(b->stats.max_abs, b->stats.argmax_token, b->stats.sum_squares,
                                              op->bench->heads * op->bench->head_dim);
         break;
     }

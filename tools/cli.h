@@ -117,6 +117,18 @@ uint64_t cli_random_u64(uint64_t *state);
 /* Uniform in [lo, hi). */
 double cli_random_uniform(uint64_t *state, double lo, double hi);
 
+/* The arrays of channel statistics, without the counts that sinkkit_channel_stats adds. */
+typedef struct cli_stats {
+    float *max_abs;         /* [channels] */
+    uint64_t *argmax_token;
+    double *sum_squares;
+} cli_stats;
+
+/* Allocates the arrays of channels channels and fills them as sinkkit_channel_stats_reset() does. Exits
+   like cli_alloc() when memory runs out. Release with cli_stats_free(). */
+cli_stats cli_stats_new(size_t channels);
+void cli_stats_free(cli_stats *stats);
+
 /* ---- JSON output ---- */
 
 /* Maximum nesting of objects and arrays. The commands nest at most four levels deep. */

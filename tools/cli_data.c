@@ -1,5 +1,7 @@
-/* Model shapes, aligned buffers and the random generator shared by validate and bench. */
+/* Model shapes, aligned buffers, channel-statistics arrays and the random generator shared by validate and
+   bench. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -61,6 +63,28 @@ size_t cli_checked_mul(size_t a, size_t b)
         exit(CLI_EXIT_FAILURE);
     }
     return product;
+}
+
+cli_stats cli_stats_new(size_t channels)
+{
+    cli_stats stats;
+    stats.max_abs = cli_alloc(cli_checked_mul(channels, sizeof(float)));
+    stats.argmax_token = cli_alloc(cli_checked_mul(channels, sizeof(uint64_t)));
+    stats.sum_squares = cli_alloc(cli_checked_mul(channels, sizeof(double)));
+    for (size_t c = 0; c < channels; c++) {
+        stats.max_abs[c] = 0.0f;
+        stats.argmax_token[c] = SINKKIT_NO_TOKEN;
+        stats.sum_squares[c] = 0.0;
+    }
+    return stats;
+}
+
+void cli_stats_free(cli_stats *stats)
+{
+    free(stats->max_abs);
+    free(stats->argmax_token);
+    free(stats->sum_squares);
+    memset(stats, 0, sizeof *stats);
 }
 
 uint64_t cli_random_u64(uint64_t *state)

@@ -3,6 +3,7 @@
 #define SINKKIT_CLI_VALIDATE_H
 
 #include "cli.h"
+#include "error_metrics.h"
 
 /* One output of one kernel family, compared value by value with the reference kernels. */
 typedef enum validate_output {
@@ -67,13 +68,6 @@ typedef struct validate_run {
 
 /* ---- comparisons (validate_compare.c) ---- */
 
-/* Relative error |got - want| / |want|: 0 when both are NaN or equal, +Inf when only one is NaN or
-   they are different infinities. */
-double validate_relative_error(double got, double want);
-
-/* Distance in units in the last place; 0 for two NaNs, +Inf for one NaN. */
-double validate_ulp_distance(float a, float b);
-
 /* Compares y over every element of layout, and inv_rms ([tokens][heads]) when got_r is not NULL. */
 void compare_rmsnorm(check_row *y_row, check_row *r_row, const char *where, const sinkkit_head_layout *layout,
                      const float *got_y, const float *want_y, const float *got_r, const float *want_r);
@@ -84,16 +78,9 @@ void compare_moments(check_row *mean_row, check_row *variance_row, const char *w
                      const sinkkit_head_layout *layout, bool per_head, const float *x, const float *got_mean,
                      const float *want_mean, const float *got_variance, const float *want_variance);
 
-/* Per-channel state arrays of one stream. */
-typedef struct validate_stats {
-    float *max_abs;
-    uint64_t *argmax_token;
-    double *sum_squares;
-} validate_stats;
-
 /* Compares max_abs and argmax_token exactly and the RMS sqrt(sum_squares / tokens) relatively. */
 void compare_channel_stats(check_row *max_row, check_row *rms_row, const char *where, size_t channels,
-                           uint64_t tokens, const validate_stats *got, const validate_stats *want);
+                           uint64_t tokens, const cli_stats *got, const cli_stats *want);
 
 /* ---- runs of every ISA against the reference (validate_inputs.c) ---- */
 
@@ -120,10 +107,6 @@ typedef struct width_input {
 
 /* Number of elements from the first element of layout to one past the last. */
 size_t layout_span(const sinkkit_head_layout *layout);
-
-/* Allocates and fills channel state as sinkkit_channel_stats_reset() would; release with stats_free(). */
-validate_stats stats_new(size_t channels);
-void stats_free(validate_stats *stats);
 
 /* Head moments through a row-moments kernel, one call per token, as sinkkit_head_moments_f32 does;
    mean and variance are [tokens][heads]. */

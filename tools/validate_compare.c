@@ -38,48 +38,17 @@ void check_fail(check_row *row, const char *where, const char *format, ...)
     va_end(args);
 }
 
-double validate_relative_error(double got, double want)
-{
-    if (isnan(got) && isnan(want))
-        return 0.0;
-    if (isnan(got) || isnan(want))
-        return INFINITY;
-    if (got == want)
-        return 0.0;
-    if (isinf(got) || isinf(want))
-        return INFINITY;
-    return fabs(got - want) / fabs(want);
-}
-
-/* Maps a float to an integer in the same order, so that the ulp distance is a difference. */
-static int64_t ordered_bits(float value)
-{
-    int32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    return bits < 0 ? (int64_t)INT32_MIN - bits : bits;
-}
-
-double validate_ulp_distance(float a, float b)
-{
-    if (isnan(a) && isnan(b))
-        return 0.0;
-    if (isnan(a) || isnan(b))
-        return INFINITY;
-    int64_t distance = ordered_bits(a) - ordered_bits(b);
-    return (double)(distance < 0 ? -distance : distance);
-}
-
 /* Checks one RMSNorm value against the bound and returns whether it holds. */
 static bool note_rmsnorm_value(check_row *row, float got, float want)
 {
-    double ulp = validate_ulp_distance(got, want);
+    double ulp = metric_ulp_distance(got, want);
     if (fabsf(want) < FLT_MIN) {
         double difference = fabs((double)got - (double)want);
         check_note(row, -1.0, ulp);
         return difference <= rmsnorm_subnormal_bound;
     }
 
-    double error = validate_relative_error(got, want);
+    double error = metric_relative_error(got, want);
     check_note(row, error, ulp);
     return error <= rmsnorm_relative_bound;
 }
@@ -122,20 +91,6 @@ static double vector_std(const float *v, size_t n)
     return sqrt(squares / (double)n);
 }
 
-/* |got - want| / scale, with the NaN and infinity rules of validate_relative_error. */
-static double scaled_error(double got, double want, double scale)
-{
-    if (isnan(got) && isnan(want))
-        return 0.0;
-    if (isnan(got) || isnan(want))
-        return INFINITY;
-    if (got == want)
-        return 0.0;
-    if (isinf(got) || isinf(want) || !(scale > 0.0))
-        return INFINITY;
-    return fabs(got - want) / scale;
-}
-
 static void describe_position(char *out, size_t size, bool per_head, size_t t, size_t h)
 {
     if (per_head)
@@ -155,15 +110,15 @@ void compare_moments(check_row *mean_row, check_row *variance_row, const char *w
             const size_t k = t * layout->heads + h;
 
             double scale = fabs((double)want_mean[k]) + vector_std(v, layout->head_dim);
-            double mean_error = scaled_error(got_mean[k], want_mean[k], scale);
-            check_note(mean_row, mean_error, validate_ulp_distance(got_mean[k], want_mean[k]));
+            double mean_error = metric_scaled_error(got_mean[k], want_mean[k], scale);
+            check_note(mean_row, mean_error, metric_ulp_distance(got_mean[k], want_mean[k]));
             if (!(mean_error <= moments_bound)) {
                 describe_position(position, sizeof position, per_head, t, h);
                 check_fail(mean_row, where, "%s: mean %.9g, expected %.9g", position, got_mean[k], want_mean[k]);
             }
 
-            double variance_error = validate_relative_error(got_variance[k], want_variance[k]);
-            check_note(variance_row, variance_error, validate_ulp_distance(got_variance[k], want_variance[k]));
+            double variance_error = metric_relative_error(got_variance[k], want_variance[k]);
+            check_note(variance_row, variance_error, metric_ulp_distance(got_variance[k], want_variance[k]));
             if (!(variance_error <= moments_bound)) {
                 describe_position(position, sizeof position, per_head, t, h);
                 check_fail(variance_row, where, "%s: variance %.9g, expected %.9g", position, got_variance[k],
@@ -179,12 +134,12 @@ static bool same_float(float a, float b)
 }
 
 void compare_channel_stats(check_row *max_row, check_row *rms_row, const char *where, size_t channels,
-                           uint64_t tokens, const validate_stats *got, const validate_stats *want)
+                           uint64_t tokens, const cli_stats *got, const cli_stats *want)
 {
     for (size_t c = 0; c < channels; c++) {
         float got_max = got->max_abs[c];
         float want_max = want->max_abs[c];
-        check_note(max_row, validate_relative_error(got_max, want_max), validate_ulp_distance(got_max, want_max));
+        check_note(max_row, metric_relative_error(got_max, want_max), metric_ulp_distance(got_max, want_max));
         if (!same_float(got_max, want_max) || got->argmax_token[c] != want->argmax_token[c])
             check_fail(max_row, where, "channel %zu: max_abs %.9g at token %llu, expected %.9g at token %llu", c,
                        got_max, (unsigned long long)got->argmax_token[c], want_max,
@@ -192,8 +147,8 @@ void compare_channel_stats(check_row *max_row, check_row *rms_row, const char *w
 
         double got_rms = sqrt(got->sum_squares[c] / (double)tokens);
         double want_rms = sqrt(want->sum_squares[c] / (double)tokens);
-        double error = validate_relative_error(got_rms, want_rms);
-        check_note(rms_row, error, validate_ulp_distance((float)got_rms, (float)want_rms));
+        double error = metric_relative_error(got_rms, want_rms);
+        check_note(rms_row, error, metric_ulp_distance((float)got_rms, (float)want_rms));
         if (!(error <= moments_bound))
             check_fail(rms_row, where, "channel %zu: RMS %.17g, expected %.17g", c, got_rms, want_rms);
     }

@@ -209,7 +209,7 @@ static void check_channel_nan(check_row *row, const char *where, const sinkkit_k
                               const hard_input *input)
 {
     const size_t nan_channel = input->nan_head * input->layout.head_dim + input->nan_index;
-    validate_stats stats = stats_new(input->width);
+    cli_stats stats = cli_stats_new(input->width);
     kernels->channel_stats_update_f32(stats.max_abs, stats.argmax_token, stats.sum_squares, input->width, input->x,
                                       input->layout.tokens, input->width, 0);
 
@@ -225,7 +225,7 @@ static void check_channel_nan(check_row *row, const char *where, const sinkkit_k
             check_fail(row, where, "channel %zu: max_abs %.9g at token %llu", c, stats.max_abs[c],
                        (unsigned long long)stats.argmax_token[c]);
     }
-    stats_free(&stats);
+    cli_stats_free(&stats);
 }
 
 static void run_behaviour_checks(validate_run *run, size_t i, const char *where, const hard_input *input,

@@ -11,27 +11,6 @@ size_t layout_span(const sinkkit_head_layout *layout)
            layout->head_dim;
 }
 
-validate_stats stats_new(size_t channels)
-{
-    validate_stats stats;
-    stats.max_abs = cli_alloc(cli_checked_mul(channels, sizeof(float)));
-    stats.argmax_token = cli_alloc(cli_checked_mul(channels, sizeof(uint64_t)));
-    stats.sum_squares = cli_alloc(cli_checked_mul(channels, sizeof(double)));
-    for (size_t c = 0; c < channels; c++) {
-        stats.max_abs[c] = 0.0f;
-        stats.argmax_token[c] = SINKKIT_NO_TOKEN;
-        stats.sum_squares[c] = 0.0;
-    }
-    return stats;
-}
-
-void stats_free(validate_stats *stats)
-{
-    free(stats->max_abs);
-    free(stats->argmax_token);
-    free(stats->sum_squares);
-}
-
 /* ---- head-wise kernels ---- */
 
 static const sinkkit_gamma_kind gamma_kinds[3] = {SINKKIT_GAMMA_NONE, SINKKIT_GAMMA_SHARED, SINKKIT_GAMMA_PER_HEAD};
@@ -126,7 +105,7 @@ void validate_head_input(validate_run *run, check_row rows[][OUTPUT_COUNT], cons
 /* ---- row kernels ---- */
 
 static void run_channel_stats(const sinkkit_kernel_table *kernels, const width_input *input,
-                              const validate_stats *stats)
+                              const cli_stats *stats)
 {
     const size_t split = input->split < input->tokens ? input->split : input->tokens;
     if (split > 0)
@@ -165,18 +144,18 @@ void validate_width_input(validate_run *run, check_row rows[][OUTPUT_COUNT], con
 
     /* The reference processes all tokens in one call. Each ISA gets them in two calls, which must not
        change the result. */
-    validate_stats want_stats = stats_new(input->width);
+    cli_stats want_stats = cli_stats_new(input->width);
     sinkkit_channel_stats_update_f32_reference(want_stats.max_abs, want_stats.argmax_token, want_stats.sum_squares,
                                                input->width, input->x, input->tokens, input->row_stride,
                                                input->first_token);
     for (size_t i = 0; i < run->isa_count; i++) {
-        validate_stats got_stats = stats_new(input->width);
+        cli_stats got_stats = cli_stats_new(input->width);
         run_channel_stats(run->tables[i], input, &got_stats);
         compare_channel_stats(&rows[i][OUTPUT_CHANNEL_MAX], &rows[i][OUTPUT_CHANNEL_RMS], where, input->width,
                               input->tokens, &got_stats, &want_stats);
-        stats_free(&got_stats);
+        cli_stats_free(&got_stats);
     }
-    stats_free(&want_stats);
+    cli_stats_free(&want_stats);
 }
 
 /* ---- test data ---- */

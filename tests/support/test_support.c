@@ -91,41 +91,11 @@ void tk_fill_random(float *x, size_t n, uint64_t *state, float m, float s)
         x[i] = m + s * tk_random_float(state, -1.0f, 1.0f);
 }
 
-double tk_relative_error(double got, double want)
-{
-    if (isnan(got) && isnan(want))
-        return 0.0;
-    if (isnan(got) || isnan(want))
-        return INFINITY;
-    if (got == want)
-        return 0.0;
-    if (isinf(got) || isinf(want))
-        return INFINITY;
-    return fabs(got - want) / fabs(want);
-}
-
-/* Maps a float to an integer whose order matches the float order, so ulps are differences. */
-static int64_t ordered_bits(float f)
-{
-    int32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    return bits < 0 ? (int64_t)INT32_MIN - bits : bits;
-}
-
-double tk_ulp_distance(float a, float b)
-{
-    if (isnan(a) && isnan(b))
-        return 0.0;
-    if (isnan(a) || isnan(b))
-        return INFINITY;
-    return (double)llabs(ordered_bits(a) - ordered_bits(b));
-}
-
 bool tk_rmsnorm_close(float got, double want)
 {
     if (fabs(want) < FLT_MIN && !isnan(want))
         return fabs((double)got - want) <= 2.0 * 0x1p-149;
-    return tk_relative_error(got, want) <= 1e-6;
+    return metric_relative_error(got, want) <= 1e-6;
 }
 
 const sinkkit_kernel_table *tk_kernels_or_skip(sinkkit_isa isa)

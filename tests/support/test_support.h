@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <stdbool.h>
 
+#include "error_metrics.h"
 #include "kernels.h"
 #include "sinkkit.h"
 
@@ -40,13 +41,6 @@ uint64_t tk_random_u64(uint64_t *state);
 float tk_random_float(uint64_t *state, float lo, float hi);
 /* Fills x with values m + s * u, u uniform in [-1, 1). */
 void tk_fill_random(float *x, size_t n, uint64_t *state, float m, float s);
-
-/* |got - want| / |want| in double; 0 when both are equal, including both NaN or equal infinities;
-   +Inf when exactly one is NaN or they are different infinities. */
-double tk_relative_error(double got, double want);
-
-/* Distance in units in the last place between two floats (NaN pairs count as 0 apart). */
-double tk_ulp_distance(float a, float b);
 
 /* True when got is within the RMSNorm bound of want: relative error <= 1e-6, or, when want is below
    FLT_MIN in magnitude, |got - want| <= 2 * 2^-149. */
