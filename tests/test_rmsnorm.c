@@ -995,13 +995,15 @@ static void rescue_at_every_position(void **state)
 /* Checks calls with 16 and 64 MiB of output, where the kernels may take their paths for data beyond
    the caches (AVX-512 from 16 MiB on, AVX2 from 64 MiB on). Clean input must match the reference. With
    a zero, an overflowing and a NaN vector, y and inv_rms must equal those of 64-token calls bit for
-   bit, for every gamma kind at head_dim 128 and 64. Emulated runs keep to the 16 MiB calls. */
+   bit, for every gamma kind at head_dim 128 and 64, token-major and head-major. Emulated runs keep to
+   the 16 MiB calls. */
 static void large_calls_equal_smaller_calls(void **state)
 {
     const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
     const sinkkit_head_layout layouts[] = {token_major(1024, 32, 128), token_major(2048, 32, 64),
-                                           token_major(4096, 32, 128), token_major(8192, 32, 64)};
-    const size_t layout_count = tk_size(4, 2);
+                                           token_major(4096, 32, 128), token_major(8192, 32, 64),
+                                           head_major(4096, 32, 128)};
+    const size_t layout_count = tk_size(5, 2);
     const size_t block_tokens = 64;
     uint64_t seed = 1601;
 
