@@ -124,8 +124,9 @@ typedef struct cli_stats {
     double *sum_squares;
 } cli_stats;
 
-/* Allocates the arrays of channels channels and fills them as sinkkit_channel_stats_reset() does. Exits
-   like cli_alloc() when memory runs out. Release with cli_stats_free(). */
+/* Allocates the three arrays for the given number of channels and fills them as
+   sinkkit_channel_stats_reset() does. Exits like cli_alloc() when memory runs out. Release with
+   cli_stats_free(). */
 cli_stats cli_stats_new(size_t channels);
 void cli_stats_free(cli_stats *stats);
 

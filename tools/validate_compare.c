@@ -2,7 +2,6 @@
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
-#include <string.h>
 
 #include "validate.h"
 

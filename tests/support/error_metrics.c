@@ -1,4 +1,4 @@
-/* Relative error and ulp distance, for the tests and for `sinkkit validate`. */
+/* Relative and scaled errors and ulp distances, for the tests and for `sinkkit validate`. */
 #include "error_metrics.h"
 
 #include <math.h>

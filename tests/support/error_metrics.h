@@ -2,14 +2,14 @@
 #ifndef SINKKIT_ERROR_METRICS_H
 #define SINKKIT_ERROR_METRICS_H
 
-/* |got - want| / |want| in double: 0 when both are equal, including both NaN or equal infinities, and
-   +Inf when exactly one is NaN or they are different infinities. */
+/* Returns |got - want| / |want| in double: 0 when both are equal, including both NaN or equal
+   infinities, and +Inf when exactly one is NaN or they are different infinities. */
 double metric_relative_error(double got, double want);
 
-/* |got - want| / scale with the same rules, and +Inf for unequal values when scale is not positive. */
+/* Returns |got - want| / scale by the same rules, and +Inf for unequal values when scale is not positive. */
 double metric_scaled_error(double got, double want, double scale);
 
-/* Distance in units in the last place between two floats: 0 for two NaNs, +Inf for one NaN. */
+/* Returns the distance between two floats in units in the last place: 0 for two NaNs, +Inf for one NaN. */
 double metric_ulp_distance(float a, float b);
 
 #endif
