@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "tail_avx2.h"
 
 enum {
     LANES = 8,
@@ -34,18 +35,6 @@ enum {
 static inline __m256i first_lanes(size_t count)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-/* Returns the first count (< 8) floats at p, zero in the other lanes. It copies element by element
-   because qemu 7.2 faults on the masked-off elements of VMASKMOVPS, which would make a row that ends
-   at a page boundary fault under emulation. Not inlined: a copy in every row of every group made the
-   file take minutes to compile with the sanitizers. */
-static __attribute__((noinline)) __m256 load_tail(const float *p, size_t count)
-{
-    float tail[LANES] = {0.0f};
-    for (size_t k = 0; k < count; k++)
-        tail[k] = p[k];
-    return _mm256_loadu_ps(tail);
 }
 
 /* ---- sums within a row ---- */

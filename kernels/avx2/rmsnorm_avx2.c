@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "tail_avx2.h"
 
 enum {
     LANES = 8,
@@ -36,25 +37,6 @@ enum {
        from 16 MiB on. */
     PER_VECTOR_BYTES = 64 << 20
 };
-
-/* Loads x[0..count), count < 8, with +0 in the other lanes, exactly as a masked load would, but
-   without VMASKMOVPS: qemu 7.2 faults on its masked-off lanes when they cross into an unmapped page. */
-static inline __m256 load_tail(const float *x, size_t count)
-{
-    float lanes[LANES] = {0};
-    for (size_t k = 0; k < count; k++)
-        lanes[k] = x[k];
-    return _mm256_loadu_ps(lanes);
-}
-
-/* Stores the first count < 8 lanes of v to y and nothing past them. */
-static inline void store_tail(float *y, size_t count, __m256 v)
-{
-    float lanes[LANES];
-    _mm256_storeu_ps(lanes, v);
-    for (size_t k = 0; k < count; k++)
-        y[k] = lanes[k];
-}
 
 /* Returns the 8-lane float partial of the squares of x[0..n), 0 < n <= BLOCK, with at most 6 roundings
    per lane. */
