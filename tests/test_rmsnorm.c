@@ -992,6 +992,62 @@ static void rescue_at_every_position(void **state)
     }
 }
 
+/* Without inv_rms and with a shared or no gamma, the SIMD kernels have code of their own for some head
+   sizes (64, 80, 96, 128 and 256) and for decode calls. The test covers those sizes and their
+   neighbours, in a decode call, a short call and a long one. y must match the reference and equal bit
+   for bit the y of the same call with inv_rms, also when vectors contain a NaN, an overflowing value
+   or only zeros. */
+static void fixed_sizes_equal_tracked_calls(void **state)
+{
+    const sinkkit_kernel_table *k = tk_kernels_or_skip(TK_STATE_ISA(state));
+    const size_t dims[] = {64, 80, 96, 112, 128, 144, 256};
+    const size_t shapes[][2] = {{1, 32}, {1, 5}, {40, 8}};
+    const float specials[] = {NAN, 1e20f, 0.0f};
+    uint64_t seed = 8096;
+
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            for (size_t g = 0; g < 2; g++) {
+                const sinkkit_head_layout l = token_major(shapes[s][0], shapes[s][1], dims[i]);
+                const size_t span = layout_span(&l);
+                tk_buffer x = tk_buffer_new(span, 0);
+                tk_buffer gamma = tk_buffer_new(dims[i], 0);
+                tk_buffer y = tk_buffer_new(span, 0);
+                tk_buffer y_tracked = tk_buffer_new(span, 0);
+                tk_buffer r = tk_buffer_new(inv_count(&l), 0);
+                fill_wide_range(x.data, span, &seed);
+                tk_fill_random(gamma.data, gamma.count, &seed, 0.0f, 2.0f);
+
+                rms_problem p = {l, x.data, g ? gamma.data : NULL, gamma_kinds[g], 1e-6f};
+                run_kernel(k, &p, y.data, NULL);
+                run_kernel(k, &p, y_tracked.data, r.data);
+                expect_matches_reference(&p, y_tracked.data, r.data);
+                expect_same_vectors(&l, y.data, y_tracked.data);
+
+                /* Every third vector gets a special value: at least two in each group of 8 vectors. */
+                for (size_t v = 0; v < inv_count(&l); v += 3) {
+                    const float special = specials[(v / 3) % 3];
+                    float *start = x.data + v * l.head_dim;
+                    if (special == 0.0f)
+                        memset(start, 0, l.head_dim * sizeof(float));
+                    else
+                        start[tk_random_u64(&seed) % l.head_dim] = special;
+                }
+                run_kernel(k, &p, y.data, NULL);
+                run_kernel(k, &p, y_tracked.data, r.data);
+                expect_matches_reference(&p, y_tracked.data, r.data);
+                expect_same_vectors(&l, y.data, y_tracked.data);
+
+                tk_buffer_free(&x);
+                tk_buffer_free(&gamma);
+                tk_buffer_free(&y);
+                tk_buffer_free(&y_tracked);
+                tk_buffer_free(&r);
+            }
+        }
+    }
+}
+
 /* Checks calls with 16 and 64 MiB of output, where the kernels may take their paths for data beyond
    the caches (AVX-512 from 16 MiB on, AVX2 from 64 MiB on). Clean input must match the reference. With
    a zero, an overflowing and a NaN vector, y and inv_rms must equal those of 64-token calls bit for
@@ -1329,6 +1385,7 @@ int main(void)
         TK_ISA_TESTS(long_runs_match_reference),
         TK_ISA_TESTS(long_run_equals_token_calls),
         TK_ISA_TESTS(rescue_at_every_position),
+        TK_ISA_TESTS(fixed_sizes_equal_tracked_calls),
         TK_ISA_TESTS(large_calls_equal_smaller_calls),
         TK_ISA_TESTS(huge_row_normalises_to_one),
         TK_ISA_TESTS(extreme_rows_match_reference),

@@ -492,9 +492,24 @@ static inline __attribute__((always_inline)) void normalise_layout(const rmsnorm
    that register allocation and code placement of one do not depend on the others. The common head
    sizes are constants, so that the loops unroll fully. Token and head are followed only when a
    per-head gamma or inv_rms needs them. */
+static __attribute__((noinline)) void normalise_256(const rmsnorm_call *call)
+{
+    normalise_layout(call, 256, false, false);
+}
+
 static __attribute__((noinline)) void normalise_128(const rmsnorm_call *call)
 {
     normalise_layout(call, 128, false, false);
+}
+
+static __attribute__((noinline)) void normalise_96(const rmsnorm_call *call)
+{
+    normalise_layout(call, 96, false, false);
+}
+
+static __attribute__((noinline)) void normalise_80(const rmsnorm_call *call)
+{
+    normalise_layout(call, 80, false, false);
 }
 
 static __attribute__((noinline)) void normalise_64(const rmsnorm_call *call)
@@ -502,9 +517,40 @@ static __attribute__((noinline)) void normalise_64(const rmsnorm_call *call)
     normalise_layout(call, 64, false, false);
 }
 
+static __attribute__((noinline)) void normalise_any_size(const rmsnorm_call *call)
+{
+    normalise_layout(call, call->layout->head_dim, false, false);
+}
+
 static __attribute__((noinline)) void normalise_tracked(const rmsnorm_call *call)
 {
     normalise_layout(call, call->layout->head_dim, false, true);
+}
+
+/* Head sizes with code of their own, as in the AVX-512 kernel, used when neither a per-head gamma nor
+   inv_rms is wanted. */
+static void normalise_untracked(const rmsnorm_call *call)
+{
+    switch (call->layout->head_dim) {
+    case 256:
+        normalise_256(call);
+        break;
+    case 128:
+        normalise_128(call);
+        break;
+    case 96:
+        normalise_96(call);
+        break;
+    case 80:
+        normalise_80(call);
+        break;
+    case 64:
+        normalise_64(call);
+        break;
+    default:
+        normalise_any_size(call);
+        break;
+    }
 }
 
 static __attribute__((noinline)) void normalise_streaming(const rmsnorm_call *call)
@@ -522,16 +568,13 @@ static __attribute__((noinline)) void normalise_streaming(const rmsnorm_call *ca
 static void normalise_call(const rmsnorm_call *call, bool streaming)
 {
     const bool track = call->gamma_kind == SINKKIT_GAMMA_PER_HEAD || call->inv_rms != NULL;
-    const size_t n = call->layout->head_dim;
 
     if (streaming)
         normalise_streaming(call);
-    else if (track || (n != 128 && n != 64))
+    else if (track)
         normalise_tracked(call);
-    else if (n == 128)
-        normalise_128(call);
     else
-        normalise_64(call);
+        normalise_untracked(call);
 }
 
 static rmsnorm_call make_call(const sinkkit_head_layout *layout, const float *x, float *y, const float *gamma,

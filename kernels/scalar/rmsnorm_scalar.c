@@ -114,6 +114,12 @@ void sinkkit_headwise_rmsnorm_f32_scalar(const sinkkit_head_layout *layout, cons
     case 64:
         normalise_layout(layout, x, y, gamma, gamma_kind, eps, inv_rms, 64);
         break;
+    case 80:
+        normalise_layout(layout, x, y, gamma, gamma_kind, eps, inv_rms, 80);
+        break;
+    case 96:
+        normalise_layout(layout, x, y, gamma, gamma_kind, eps, inv_rms, 96);
+        break;
     case 128:
         normalise_layout(layout, x, y, gamma, gamma_kind, eps, inv_rms, 128);
         break;
