@@ -718,7 +718,8 @@ static __attribute__((noinline)) void normalise_short_64(const rmsnorm_call *cal
 }
 
 /* Runs normalise_short_call() with the call's head_dim as a constant and returns true, or returns false
-   when that size has no code of its own. */
+   when that size has no code of its own. 256 has none: its gamma does not fit the registers that
+   normalise_short_call() keeps gamma in. */
 static bool normalise_short_fixed(const rmsnorm_call *call, const vector_run *v)
 {
     switch (call->layout->head_dim) {
