@@ -27,7 +27,9 @@ SINKKIT_API const char *sinkkit_version(void);
 
 /* ---------------------------------------------------------------------------
  * Status codes. Every call that can fail returns one; on any code other than
- * SINKKIT_OK the call has written nothing to its outputs.
+ * SINKKIT_OK the call has written nothing to its outputs, except that
+ * sinkkit_detect_super_channels() reports the hit count in *found when it
+ * returns SINKKIT_ERROR_BUFFER_TOO_SMALL.
  * ------------------------------------------------------------------------- */
 typedef enum sinkkit_status {
     SINKKIT_OK = 0,
