@@ -674,7 +674,7 @@ static bool single_short_run(const rmsnorm_call *call, vector_run *run)
 
 /* A whole call of at most SHORT_RUN vectors of head_dim n, in one run with shared or no gamma: the decode
    case. A function of its own, so that gamma stays in registers and the setup of the longer path is
-   skipped. */
+   skipped. track is set when inv_rms is wanted, which needs each vector's token and head. */
 static inline __attribute__((always_inline)) void normalise_short_call(const rmsnorm_call *call, size_t n,
                                                                        const vector_run *v, bool track)
 {
