@@ -1024,7 +1024,7 @@ static void fixed_sizes_equal_tracked_calls(void **state)
                 expect_matches_reference(&p, y_tracked.data, r.data);
                 expect_same_vectors(&l, y.data, y_tracked.data);
 
-                /* Every third vector gets a special value: at least two in each group of 8 vectors. */
+                /* Every third vector gets a special value, so each group of 8 vectors contains at least two. */
                 for (size_t v = 0; v < inv_count(&l); v += 3) {
                     const float special = specials[(v / 3) % 3];
                     float *start = x.data + v * l.head_dim;

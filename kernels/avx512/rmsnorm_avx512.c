@@ -690,11 +690,10 @@ static inline __attribute__((always_inline)) void normalise_short_call(const rms
     }
 }
 
-/* Head sizes with code of their own, for calls without a per-head gamma (and, except in decode calls,
-   without inv_rms): their loops unroll fully, and gamma (or ones) stays in registers up to
-   GAMMA_REGISTERS * 16 elements. Each size adds about 20 KiB of code. Measured on Zen 5, single thread,
-   shared gamma, no inv_rms, as time over a copy of the same bytes, with its own code and then with the
-   general code:
+/* Head sizes with code of their own, for calls without a per-head gamma. Their loops unroll fully, and
+   gamma (or ones) stays in registers up to GAMMA_REGISTERS * 16 elements. Each size adds about 20 KiB
+   of code. Time over a copy of the same bytes on Zen 5 (single thread, shared gamma, no inv_rms), with
+   the size's own code and then with the general code:
    - 1 x 32 x 80: 2.23 and 4.33; 64 x 32 x 80: 1.12 and 1.34
    - 1 x 32 x 96: 1.69 and 3.11; 64 x 32 x 96: 1.07 and 1.28
    - 1 x 32 x 256: 1.35 and 1.56 */
@@ -718,9 +717,9 @@ static __attribute__((noinline)) void normalise_short_64(const rmsnorm_call *cal
     normalise_short_call(call, 64, v, false);
 }
 
-/* The same with inv_rms written, which needs each vector's token and head. A 1 x 32 x 128 call with
-   inv_rms took 1.78 times a memcpy of the same bytes this way, against 2.19 through normalise_tracked()
-   (Zen 5, single thread, shared gamma). */
+/* The same with inv_rms written, which needs each vector's token and head. On Zen 5 a 1 x 32 x 128 call
+   with inv_rms took about 1.8 times a memcpy of the same bytes this way, against 2.19 through
+   normalise_tracked(). */
 static __attribute__((noinline)) void normalise_short_128_tracked(const rmsnorm_call *call, const vector_run *v)
 {
     normalise_short_call(call, 128, v, true);
@@ -742,8 +741,8 @@ static __attribute__((noinline)) void normalise_short_64_tracked(const rmsnorm_c
 }
 
 /* Runs normalise_short_call() with the call's head_dim as a constant and returns true, or returns false
-   when that size has no code of its own. 256 has none: its gamma does not fit the registers that
-   normalise_short_call() keeps gamma in. track is set when inv_rms is wanted. */
+   when that size has no decode code. 256 has none because its gamma does not fit in the registers.
+   track is set when inv_rms is requested. */
 static bool normalise_short_fixed(const rmsnorm_call *call, const vector_run *v, bool track)
 {
     switch (call->layout->head_dim) {
