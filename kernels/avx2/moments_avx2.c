@@ -17,10 +17,8 @@ enum {
     SHORT_ROW_MAX = SHORT_VECTORS * LANES,
     GROUP_ROWS = 8,
 
-    /* Groups between the one finished and the rows it prefetches. On AMD Zen 5, calls of 128-column rows
-       took 25% less time with 4 groups than with 2 at 32 MiB, 9% less at 128 MiB and 0 to 3% less from 2
-       to 16 MiB. Together with the adds moved to the FMA pipes (add_on_fma()), they took 8 to 10% less
-       from 2 to 16 MiB, 28% less at 32 MiB and 12% less at 128 MiB. */
+    /* Groups between the one finished and the rows it prefetches: 16 KiB at 128 columns, as on AVX-512.
+       On AMD Zen 5, 4 groups instead of 2 took 25% off 32 MiB calls and 9% off 128 MiB calls. */
     PREFETCH_GROUPS = 4,
 
     /* A longer row's shift is the float mean of its first PREFIX elements: eight trees of 8 vectors. */
@@ -45,10 +43,8 @@ static inline __m256i first_lanes(size_t count)
 
 /* ---- sums within a row ---- */
 
-/* Returns a + b computed as b * 1 + a. The product is exact, so the FMA rounds once, as the add would: the
-   same sum, infinity or signed zero, and a NaN wherever the add gives one. AMD Zen 5 has two pipes for
-   adds and two for FMAs, and a 128-element row of the short-row code needs about 53 adds against 16
-   multiplications and FMAs, so some adds go to the FMA pipes. */
+/* Returns a + b as the FMA b * 1 + a, which rounds exactly as the add does, because the product is exact.
+   AMD Zen 5 has two add pipes and two FMA pipes, and a short row needs far more adds than FMAs. */
 static inline __attribute__((always_inline)) __m256 add_on_fma(__m256 a, __m256 b)
 {
     return _mm256_fmadd_ps(b, _mm256_set1_ps(1.0f), a);
@@ -60,7 +56,7 @@ static inline __attribute__((always_inline)) __m256 tree_add(__m256 a, __m256 b,
     return present ? _mm256_add_ps(a, b) : a;
 }
 
-/* The same node with the add on the FMA pipes. */
+/* Returns a + b when present, else a, with the add on the FMA pipes. */
 static inline __attribute__((always_inline)) __m256 tree_add_on_fma(__m256 a, __m256 b, bool present)
 {
     return present ? add_on_fma(a, b) : a;
@@ -580,8 +576,7 @@ static inline __attribute__((always_inline)) void short_rows(const float *x, siz
             continue;
 
         const size_t i = next - GROUP_ROWS;
-        /* Prefetch PREFETCH_GROUPS groups ahead: at 128 columns the same 16 KiB as on AVX-512, whose groups
-           are twice as large. Nothing past the call's rows is prefetched. */
+        /* Nothing past the call's rows is prefetched. */
         const size_t ahead = i + (PREFETCH_GROUPS + 1) * GROUP_ROWS <= rows
                                  ? PREFETCH_GROUPS * GROUP_ROWS * stride * sizeof(float)
                                  : 0;
